@@ -1,0 +1,60 @@
+# arml: two commands do everything on a fresh machine.
+#   make reproduce   the main job: synthetic dataset + notebooks 01-06, headless, profile "cpu"
+#   make test        the whole test suite (what .ci/run calls)
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PROFILE ?= cpu
+DATA    ?=
+OUT     ?= .
+# torch/torchvision pins that this project's machines install from local disk; any release in the
+# pyproject range works elsewhere (e.g. make install TORCH="torch torchvision").
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+STAMP   := $(VENV)/.arml-installed
+
+.PHONY: install test reproduce lab regress lint format bench clean-data help
+
+help:
+	@echo "make reproduce   run notebooks 01-06 headless (PROFILE=$(PROFILE), DATA=<root> for real data)"
+	@echo "make test        install if needed, then run the whole test suite"
+	@echo "make lab         JupyterLab on notebooks/"
+	@echo "make regress     nbval over the committed notebooks (NBVAL_CHECK_OUTPUT cells)"
+	@echo "make lint        ruff over the package, tests and notebooks"
+	@echo "make bench       print timing benchmarks (not tests)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+reproduce: $(STAMP)
+	$(BIN)/arml reproduce --profile $(PROFILE) --out $(OUT) $(if $(DATA),--data $(DATA),)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+regress: $(STAMP)
+	ARML_PROFILE=$(PROFILE) $(BIN)/python -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg \
+		-p no:cacheprovider notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check arml tests benchmarks notebooks
+	$(BIN)/ruff format --check arml tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format arml tests benchmarks
+	$(BIN)/ruff check --fix arml tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/synth_speed.py
+	$(BIN)/python benchmarks/cam_speed.py
+
+clean-data:
+	rm -rf data/synthetic runs

@@ -1,0 +1,1 @@
+"""ARML re-implementation."""
