@@ -20,6 +20,7 @@ class 4) → argmax.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -166,6 +167,13 @@ def normalize_cams(cams: torch.Tensor, mode: str = "global", eps: float = 1e-5) 
     return (cams - lo) / (hi - lo + eps)
 
 
+def _drop_small(mask: np.ndarray, min_size: int, connectivity: int) -> np.ndarray:
+    """Remove blobs of fewer than ``min_size`` pixels (scikit-image renamed the argument in 0.26)."""
+    if "max_size" in inspect.signature(remove_small_objects).parameters:
+        return remove_small_objects(mask, max_size=min_size - 1, connectivity=connectivity)
+    return remove_small_objects(mask, min_size=min_size, connectivity=connectivity)
+
+
 def background_mask(
     images: torch.Tensor, threshold: float = 200.0, min_size: int = 50, connectivity: int = 1
 ) -> torch.Tensor:
@@ -179,7 +187,7 @@ def background_mask(
     weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
     grey = (images * 255.0 * weights).sum(dim=1)
     white = (grey > threshold).cpu().numpy()
-    out = np.stack([remove_small_objects(w, min_size=min_size, connectivity=connectivity) for w in white])
+    out = np.stack([_drop_small(w, min_size, connectivity) for w in white])
     return torch.from_numpy(out).to(images.device)
 
 
@@ -217,3 +225,40 @@ def cams_to_masks(
             raise ValueError("background='luad' needs the images (the rule thresholds their grey level)")
         masks[background_mask(images, bg_threshold, bg_min_size)] = BACKGROUND
     return masks
+
+
+def default_background(dataset: str) -> str:
+    """LUAD marks white glass as class 4 in pseudo masks; BCSS does not (white fat is tissue there)."""
+    return "luad" if dataset == "luad" else "none"
+
+
+def collect_cams(
+    model: nn.Module,
+    dataset,
+    method: str = "gradcam",
+    batch_size: int = 32,
+    limit: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    **cam_kwargs,
+) -> dict[str, object]:
+    """CAMs for the first ``limit`` items of a :class:`~arml.datasets.TrainDataset`, kept in memory.
+
+    Returns a dict with ``cams`` (``N×K×H×W``), ``labels`` (``N×K``), ``images`` (``N×3×H×W``) and
+    ``names``, so notebooks can try normalisations and background thresholds without recomputing.
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    model = model.to(device)
+    subset = dataset if limit is None else Subset(dataset, range(min(limit, len(dataset))))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False)
+    out: dict[str, list] = {"cams": [], "labels": [], "images": [], "names": []}
+    for images, labels, names in tqdm(loader, desc=f"CAMs ({method})", disable=not progress):
+        cams = compute_cams(model, images.to(device), method=method, **cam_kwargs)
+        out["cams"].append(cams.cpu())
+        out["labels"].append(labels)
+        out["images"].append(images)
+        out["names"].extend(names)
+    return {k: (v if k == "names" else torch.cat(v)) for k, v in out.items()}

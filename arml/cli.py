@@ -32,6 +32,55 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_cls(args: argparse.Namespace) -> int:
+    from arml.profiles import get_profile
+    from arml.stage1 import train_classifier
+
+    overrides = {
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "progress": not args.quiet,
+        "device": args.device,
+    }
+    if args.ars is not None:
+        overrides["ars"] = None if args.ars == "none" else args.ars
+    for name in ("recipe", "backbone", "epochs", "batch_size", "lr"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = get_profile(args.profile).cls_config(args.data, **overrides)
+    train_classifier(config, args.out, resume=not args.restart)
+    print(f"stage-1 classifier ({config.backbone}, ARS {config.ars}, {config.recipe} recipe) in {args.out}")
+    return 0
+
+
+def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
+    from arml.datasets import CLASS_NAMES
+    from arml.metrics import summarize
+    from arml.profiles import get_profile
+    from arml.stage1 import generate_pseudo_masks, load_config
+
+    overrides = {"method": args.cam}
+    if args.use_ars is not None:
+        overrides["use_ars"] = args.use_ars == "yes"
+    config = get_profile(args.profile).pseudo_config(**overrides)
+    result = generate_pseudo_masks(
+        args.checkpoint,
+        args.name,
+        data_root=args.data,
+        config=config,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(
+        f"{result['written']} pseudo masks written, {result['skipped']} already there, in {result['folder']} "
+        f"({result['images_per_s']:.1f} images/s)"
+    )
+    if result["metrics"] is not None:
+        names = CLASS_NAMES[load_config(args.checkpoint).dataset]
+        print(f"pseudo masks vs train_gt (synthetic): {summarize(result['metrics'], names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arml",
@@ -55,6 +104,44 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
+
+    cls = sub.add_parser("train-cls", help="stage 1: train the classifier (with ARS) on image-level labels")
+    cls.add_argument("--data", type=Path, required=True, help="dataset root")
+    cls.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history)")
+    cls.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
+    cls.add_argument("--dataset", choices=DATASETS, default="luad")
+    cls.add_argument(
+        "--ars",
+        choices=("none", "cca", "reactivation", "both"),
+        default=None,
+        help="ARS parts (default: both)",
+    )
+    cls.add_argument("--recipe", choices=("paper", "official"), default=None, help="default: paper")
+    cls.add_argument("--backbone", default=None, help="timm name or resnet38d (default: the profile's)")
+    cls.add_argument("--epochs", type=int, default=None)
+    cls.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    cls.add_argument("--lr", type=float, default=None)
+    cls.add_argument("--seed", type=int, default=0)
+    cls.add_argument("--device", default="auto")
+    cls.add_argument("--restart", action="store_true", help="ignore an interrupted run in --out")
+    cls.add_argument("--quiet", action="store_true")
+    cls.set_defaults(func=_cmd_train_cls)
+
+    pm = sub.add_parser("pseudo-masks", help="stage 1: CAMs -> pseudo masks in ROOT/train_PM/NAME/")
+    pm.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
+    pm.add_argument("--checkpoint", type=Path, required=True, help="stage-1 run folder")
+    pm.add_argument("--name", required=True, help="output folder name under train_PM/")
+    pm.add_argument("--cam", default="gradcam", help="cam, gradcam (default), gradcam++, layercam, ...")
+    pm.add_argument(
+        "--use-ars",
+        choices=("yes", "no"),
+        default=None,
+        help="apply ARS when making CAMs (default: yes, except the official recipe)",
+    )
+    pm.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
+    pm.add_argument("--device", default="auto")
+    pm.add_argument("--quiet", action="store_true")
+    pm.set_defaults(func=_cmd_pseudo_masks)
     return parser
 
 

@@ -147,11 +147,15 @@ class TimmBackbone(nn.Module):
         ``B×3×H×W → B×out_channels×H/stride×W/stride``.
     """
 
-    def __init__(self, name: str, output_stride: int = 8, pretrained: bool = False) -> None:
+    def __init__(self, name: str, output_stride: int = 8, pretrained: bool = False, feature_level: int = -1):
         super().__init__()
         self.name = name
         self.model = timm.create_model(
-            name, features_only=True, output_stride=output_stride, out_indices=(-1,), pretrained=pretrained
+            name,
+            features_only=True,
+            output_stride=output_stride,
+            out_indices=(feature_level,),
+            pretrained=pretrained,
         )
         self.out_channels = self.model.feature_info.channels()[-1]
         self.stride = self.model.feature_info.reduction()[-1]
@@ -246,6 +250,7 @@ def create_backbone(
     output_stride: int = 8,
     pretrained: str | Path | bool | None = None,
     freeze_official: bool = False,
+    feature_level: int = -1,
 ) -> nn.Module:
     """Build a feature extractor ``B×3×H×W → B×C×H/s×W/s`` with attributes ``out_channels`` and ``stride``.
 
@@ -255,9 +260,14 @@ def create_backbone(
         pretrained: ``None`` (random init), ``"timm"``/``"imagenet"`` (timm downloads its weights; timm
             names only) or the path of a local state-dict file (loaded non-strictly, mismatches warned).
         freeze_official: ResNet-38d only, see :class:`ResNet38d`.
+        feature_level: timm backbones only: which feature level to use (timm ``out_indices``; ``-1`` the
+            deepest, ``3`` = ``layer3`` of a ResNet). The CPU profiles stop a ResNet-10t at ``layer3``: at
+            output stride 8 its dilated ``layer4`` costs more than the rest of the network together.
     """
     _check_choice("output_stride", output_stride, OUTPUT_STRIDES)
     download, path = _resolve_pretrained(pretrained)
+    if name in BACKBONES and feature_level != -1:
+        raise ValueError(f"feature_level applies only to timm backbones, got backbone {name!r}")
     if name in BACKBONES:
         if download:
             raise ValueError(
@@ -269,7 +279,7 @@ def create_backbone(
         _check_timm_name(name)
         if freeze_official:
             raise ValueError(f"freeze_official applies only to {sorted(BACKBONES)}, got backbone {name!r}")
-        backbone = TimmBackbone(name, output_stride=output_stride, pretrained=download)
+        backbone = TimmBackbone(name, output_stride, pretrained=download, feature_level=feature_level)
     if path is not None:
         load_weights(
             backbone.model if isinstance(backbone, TimmBackbone) else backbone, path, f"backbone {name}"
@@ -401,6 +411,7 @@ def create_classifier(
     input_norm: str = "none",
     dropout: float = 0.0,
     freeze_official: bool = False,
+    feature_level: int = -1,
 ) -> Classifier:
     """Build a :class:`Classifier` on :func:`create_backbone` ``(backbone, output_stride, pretrained,
     freeze_official)``; the remaining arguments are the :class:`Classifier`'s. Arguments are checked before
@@ -408,7 +419,7 @@ def create_classifier(
     """
     resolve_ars_args(ars, recipe, reactivation_variant)
     _check_head_args(num_classes, dropout, input_norm)
-    net = create_backbone(backbone, output_stride, pretrained, freeze_official)
+    net = create_backbone(backbone, output_stride, pretrained, freeze_official, feature_level)
     return Classifier(net, num_classes, ars, recipe, reactivation_variant, input_norm, dropout)
 
 

@@ -30,3 +30,21 @@ def tiny_root(tmp_path):
             mask[8:, :8] = i + 1
             write_mask(root / split / "mask" / f"v{i}.png", mask)
     return root
+
+
+@pytest.fixture(scope="session")
+def quick_synth(tmp_path_factory):
+    """The quick-profile synthetic dataset, generated once per test session (read-only for tests)."""
+    from arml.synth import generate_dataset
+
+    return generate_dataset(
+        tmp_path_factory.mktemp("synth") / "quick", profile="quick", seed=0, progress=False
+    )
+
+
+@pytest.fixture
+def quick_copy(quick_synth, tmp_path):
+    """A private copy of the quick dataset for tests that write pseudo masks into it."""
+    import shutil
+
+    return shutil.copytree(quick_synth, tmp_path / "quick")

@@ -54,7 +54,9 @@ def _brute_force_official(cca, x):
     for b in range(b_):
         for i in range(h):
             for j in range(w):
-                context = sum(attn[b, i, j, n] * v[b, :, key(i, j, n)[0], key(i, j, n)[1]] for n in range(h + w))
+                context = sum(
+                    attn[b, i, j, n] * v[b, :, key(i, j, n)[0], key(i, j, n)[1]] for n in range(h + w)
+                )
                 out[b, :, i, j] = x[b, :, i, j] + cca.gamma * context
     return out
 

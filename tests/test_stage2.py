@@ -1,0 +1,267 @@
+"""Stage 2 (arml.stage2): config checks, a tiny end-to-end run on noisy masks, resume, recipes, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import arml.stage2 as stage2
+from arml.datasets import CLASS_NAMES, IGNORE_INDEX, list_pngs, read_mask, write_mask
+from arml.losses import mutual_loss
+from arml.models import create_segmenter
+from arml.runtime import load_checkpoint
+from arml.stage2 import SegConfig, augment, evaluate, format_metrics, predict, train_segmenter
+from arml.synth import generate_dataset
+
+N_TRAIN = 16  # 2 batches of 8 per epoch: enough to exercise shuffling, poly decay and resume
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny convolutions gain nothing from more, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def noisy_root(tmp_path_factory):
+    """The synthetic quick dataset, cut to 16/8/8 images, with 20 %-noisy pseudo masks in train_PM/noisy."""
+    full = generate_dataset(
+        tmp_path_factory.mktemp("synth") / "quick", "quick", seed=0, progress=False, workers=0
+    )
+    root = tmp_path_factory.mktemp("stage2") / "data"
+    for split in ("val", "test"):
+        for sub in ("img", "mask"):
+            (root / split / sub).mkdir(parents=True)
+            for path in list_pngs(full / split / sub)[:8]:
+                shutil.copy(path, root / split / sub / path.name)
+    rng = np.random.default_rng(0)
+    for path in list_pngs(full / "train")[:N_TRAIN]:
+        (root / "train").mkdir(exist_ok=True)
+        shutil.copy(path, root / "train" / path.name)
+        (root / "train_gt").mkdir(exist_ok=True)
+        shutil.copy(full / "train_gt" / path.name, root / "train_gt" / path.name)
+        mask = read_mask(full / "train_gt" / path.name)
+        flip = (rng.random(mask.shape) < 0.2) & (mask < 4)
+        mask[flip] = rng.integers(0, 4, size=int(flip.sum()))
+        write_mask(root / "train_PM" / "noisy" / path.name, mask)
+    return root
+
+
+def tiny_config(root, **changes) -> SegConfig:
+    base = SegConfig(
+        data_root=str(root),
+        masks="noisy",
+        encoder="resnet10t",
+        encoder_depth=3,
+        epochs=2,
+        batch_size=8,
+        lr=0.01,
+        progress=False,
+        eval_batch_size=8,
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture(scope="session")
+def straight_run(noisy_root, tmp_path_factory):
+    """Three peers, two epochs, without interruption; shared by the smoke, resume and evaluation tests."""
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    return out, train_segmenter(tiny_config(noisy_root), out)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"dataset": "camelyon"}, r"dataset must be one of \['luad', 'bcss'\]"),
+        ({"recipe": "released"}, r"recipe must be one of \['paper', 'official'\]"),
+        ({"relation": "mse"}, r"relation must be one of \['crl', 'kl', 'pt', 'st', None\]"),
+        ({"peers": 2}, r"peers must be one of \[1, 3\]"),
+        ({"peers": 1}, "peers=1 trains a single network with plain cross-entropy"),
+        ({"peers": 1, "omega": None}, "set omega=None and relation=None"),
+        ({"recipe": "official", "peers": 1, "omega": None, "relation": None}, "needs peers=3"),
+        ({"omega": 0.5}, "omega must be None or >= 1"),
+        ({"lam": 1.5}, r"lam must be a number in \[0.0, 1.0\]"),
+        ({"normalize": "sum"}, r"normalize must be one of \['weights', 'pixels'\]"),
+        ({"epochs": 0}, "epochs must be an int >= 1"),
+        ({"batch_size": 1}, "batch_size must be >= 2 with relation='st'"),
+        ({"lr": 0}, r"lr must be a number in \(0.0"),
+        ({"blur": "yes"}, "blur must be True or False"),
+        ({"device": "tpu:x"}, "device must be 'auto', 'cpu'"),
+        ({"input_norm": "zscore"}, r"input_norm must be one of \['none', 'imagenet'\]"),
+    ],
+)
+def test_config_rejects_bad_values(changes, match):
+    with pytest.raises(ValueError, match=match):
+        replace(SegConfig("root", "noisy"), **changes)
+
+
+def test_config_json_round_trip_and_unknown_fields():
+    config = SegConfig("root", "noisy", omega=math.inf, relation=None, peers=3)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["omega"] == "inf"
+    assert SegConfig.from_dict(data) == config
+    assert SegConfig("root", "x", peers=1, omega=None, relation=None).n_models == 1
+    assert SegConfig("root", "x", recipe="official").n_models == 1
+    with pytest.raises(ValueError, match=r"unknown SegConfig fields \['bogus'\]"):
+        SegConfig.from_dict({**data, "bogus": 1})
+
+
+def test_missing_mask_folder_lists_the_available_ones(noisy_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"found: \['noisy'\]"):
+        train_segmenter(tiny_config(noisy_root, masks="PM_bn7"), tmp_path / "run")
+
+
+def test_augment_flips_image_and_mask_together_and_blurs_the_image_only():
+    images = torch.rand(16, 3, 8, 8)
+    masks = torch.arange(64).reshape(1, 8, 8).repeat(16, 1, 1) % 4
+    out_i, out_m = augment(images, masks, torch.Generator().manual_seed(3), hflip=True, blur=False)
+    flipped = [not torch.equal(m, masks[0]) for m in out_m]
+    assert 0 < sum(flipped) < 16  # p = 0.5 per image
+    for i, f in enumerate(flipped):
+        assert torch.equal(out_i[i], images[i].flip(-1) if f else images[i])
+    out_i, out_m = augment(images, masks, torch.Generator().manual_seed(3), hflip=False, blur=True)
+    assert torch.equal(out_m, masks)
+    changed = [not torch.equal(a, b) for a, b in zip(out_i, images, strict=True)]
+    assert 0 < sum(changed) < 16
+    again, _ = augment(images, masks, torch.Generator().manual_seed(3), hflip=False, blur=True)
+    assert torch.equal(again, out_i)
+
+
+def test_a_peer_loss_reaches_only_its_own_network():
+    torch.manual_seed(0)
+    peers = [create_segmenter("pspnet", "resnet10t", encoder_depth=3) for _ in range(3)]
+    before = [[p.detach().clone() for p in m.parameters()] for m in peers]
+    images, target = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    target[:, :4] = IGNORE_INDEX
+    logits = [m(images) for m in peers]
+    loss = mutual_loss(logits[0], logits[1], logits[2], target, omega=2.0, lam=0.2, relation="st")
+    loss.backward()
+    assert all(p.grad is not None for p in peers[0].parameters() if p.requires_grad)
+    assert all(p.grad is None for m in peers[1:] for p in m.parameters())
+    torch.optim.SGD(peers[0].parameters(), lr=0.1).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before[0], peers[0].parameters(), strict=True))
+    for m, old in zip(peers[1:], before[1:], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(old, m.parameters(), strict=True))
+
+
+def test_three_peers_train_on_noisy_masks(straight_run):
+    out, metrics = straight_run
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "history.json",
+        "metrics.json",
+    }
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    first, last = history[0]["loss"], history[-1]["loss"]
+    assert set(first) == {"F_a", "F_b", "F_c"}
+    assert np.mean(list(last.values())) < np.mean(list(first.values()))
+    for name in ("F_a", "F_b", "F_c", "ensemble"):
+        assert 0.0 <= metrics[name]["miou"] <= 1.0
+        assert len(metrics[name]["iou"]) == 4
+    assert metrics["best_epoch"] in (0, 1)
+    assert metrics["val_miou"] == history[metrics["best_epoch"]]["val_miou"]
+    assert metrics["seconds_per_epoch"] > 0
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert len(load_checkpoint(out / "best.pt")["models"]) == 3
+
+
+def test_resume_after_a_kill_mid_epoch_matches_the_straight_run(
+    straight_run, noisy_root, tmp_path, monkeypatch
+):
+    straight_out, straight_metrics = straight_run
+    config = tiny_config(noisy_root)
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+
+    def killed_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3 * 2 + 3:  # 2 batches × 3 peers in epoch 1, then one batch of epoch 2
+            raise KeyboardInterrupt
+        return mutual_loss(*args, **kwargs)
+
+    monkeypatch.setattr(stage2, "mutual_loss", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(config, out)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0
+    assert not (out / "metrics.json").exists()
+    monkeypatch.setattr(stage2, "mutual_loss", mutual_loss)
+    metrics = train_segmenter(replace(config, progress=True), out)  # progress does not change the result
+
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(straight_out / name), load_checkpoint(out / name)
+        for sa, sb in zip(a["models"], b["models"], strict=True):
+            assert sa.keys() == sb.keys()
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = ("seconds_per_epoch",)
+    assert {k: v for k, v in metrics.items() if k not in drop} == {
+        k: v for k, v in straight_metrics.items() if k not in drop
+    }
+
+    def untimed(path):
+        return [
+            {k: v for k, v in h.items() if "seconds" not in k}
+            for h in json.loads(path.read_text())["history"]
+        ]
+
+    assert untimed(out / "history.json") == untimed(straight_out / "history.json")
+
+    # A finished run is returned, not retrained; another config in the same folder is refused.
+    monkeypatch.setattr(stage2, "mutual_loss", killed_in_epoch_two)
+    calls["n"] = 10**6
+    assert train_segmenter(config, out) == json.loads((out / "metrics.json").read_text())
+    with pytest.raises(ValueError, match=r"different configuration \(epochs: 2 → 3\)"):
+        train_segmenter(replace(config, epochs=3), out)
+
+
+def test_official_recipe_trains_and_saves_one_network(noisy_root, tmp_path):
+    out = tmp_path / "official"
+    metrics = train_segmenter(tiny_config(noisy_root, recipe="official", epochs=1), out)
+    assert len(load_checkpoint(out / "best.pt")["models"]) == 1
+    assert len(load_checkpoint(out / "last.pt")["optimizers"]) == 1
+    assert [k for k, v in metrics.items() if isinstance(v, dict)] == ["F_a"]
+    assert 0.0 <= metrics["F_a"]["miou"] <= 1.0
+    assert list(json.loads((out / "history.json").read_text())["history"][0]["loss"]) == ["F_a"]
+
+
+def test_evaluate_reproduces_the_test_metrics_and_formats_them(straight_run, noisy_root):
+    out, metrics = straight_run
+    again = evaluate(out, batch_size=3, device="cpu")
+    for name in ("F_a", "F_b", "F_c", "ensemble"):
+        assert again[name] == metrics[name]
+    assert again["best_epoch"] == metrics["best_epoch"]
+    table = format_metrics(again, CLASS_NAMES["luad"])
+    for word in (*CLASS_NAMES["luad"], "mIoU", "Dice", "ACC", "FwIoU", "F_a", "F_b", "F_c", "ensemble"):
+        assert word in table
+    assert f"{100 * metrics['F_a']['miou']:.2f}" in table
+    assert format_metrics(again) == table  # class names from the recorded dataset
+    val = evaluate(out, data_root=noisy_root, split="val", device="cpu")
+    assert val["split"] == "val"
+    assert val["F_a"]["miou"] == pytest.approx(metrics["val_miou"])
+    with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
+        evaluate(out, split="train")
+
+
+def test_predict_single_and_ensemble():
+    torch.manual_seed(0)
+    models = [create_segmenter("pspnet", "resnet10t", encoder_depth=3) for _ in range(2)]
+    images = torch.rand(2, 3, 32, 32)
+    single = predict(models[0], images)
+    assert single.shape == (2, 32, 32) and single.dtype == torch.int64
+    assert models[0].training  # mode restored
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+        probs = (models[0](images).softmax(1) + models[1](images).softmax(1)) / 2
+    assert torch.equal(predict(models, images), probs.argmax(1))

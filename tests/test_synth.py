@@ -1,0 +1,233 @@
+import hashlib
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from arml.datasets import (
+    PALETTES,
+    MaskedDataset,
+    TrainDataset,
+    list_pngs,
+    palette_bytes,
+    parse_image_label,
+    read_mask,
+)
+from arml.synth import (
+    GENERATOR_VERSION,
+    LUAD_TO_BCSS,
+    SYNTH_PROFILES,
+    SynthConfig,
+    config_from_json,
+    generate_dataset,
+    generate_patch,
+    patch_rng,
+)
+
+QUICK = SYNTH_PROFILES["quick"]
+TINY = replace(QUICK, n_train=6, n_val=3, n_test=3)
+
+
+def _hashes(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def quick_root(tmp_path_factory):
+    return generate_dataset(
+        tmp_path_factory.mktemp("synth") / "quick", "quick", seed=3, workers=1, progress=False
+    )
+
+
+# ------------------------------------------------------------------------------------------- patches
+def test_generate_patch_is_deterministic():
+    a, b, c = (generate_patch(s, QUICK, "train") for s in (7, 7, 8))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+    d = generate_patch(np.random.default_rng(7), QUICK, "train")
+    np.testing.assert_array_equal(a[0], d[0])
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_patch_types_and_ranges(split):
+    for seed in range(4):
+        rgb, mask, label = generate_patch(patch_rng(0, split, seed), QUICK, split)
+        assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+        assert mask.shape == (64, 64) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 1, 2, 3, 4}
+        assert isinstance(label, tuple) and len(label) == 4 and set(label) <= {0, 1}
+
+
+def test_label_is_exactly_the_classes_above_threshold():
+    counts = set()
+    for seed in range(24):
+        _, mask, label = generate_patch(seed, QUICK, "train")
+        frac = np.bincount(mask.ravel(), minlength=5)[:4] / mask.size
+        assert label == tuple(int(f > QUICK.label_threshold) for f in frac)
+        assert not np.any((frac > 0) & (frac <= QUICK.label_threshold)), "slivers must be marked 4"
+        counts.add(sum(label))
+    assert counts == {1, 2, 3}
+
+
+def test_label_noise_only_touches_training_labels():
+    noisy = replace(QUICK, label_noise=0.5)
+    flipped = 0
+    for seed in range(10):
+        rgb0, mask0, label0 = generate_patch(seed, QUICK, "train")
+        rgb1, mask1, label1 = generate_patch(seed, noisy, "train")
+        np.testing.assert_array_equal(rgb0, rgb1)
+        np.testing.assert_array_equal(mask0, mask1)
+        assert any(label1)
+        flipped += label0 != label1
+        assert generate_patch(seed, noisy, "val")[2] == generate_patch(seed, QUICK, "val")[2]
+    assert flipped >= 5
+
+
+def test_stain_shift_changes_only_the_held_out_colours():
+    same = replace(QUICK, stain_shift=0.0)
+    a, b = generate_patch(5, same, "train"), generate_patch(5, same, "test")
+    np.testing.assert_array_equal(a[0], b[0])
+    c = generate_patch(5, replace(QUICK, stain_shift=0.5), "test")
+    np.testing.assert_array_equal(a[1], c[1])
+    assert np.abs(a[0].astype(int) - c[0]).mean() > 3
+
+
+def test_patches_look_like_stained_tissue():
+    rgb, mask, _ = generate_patch(1, replace(QUICK, background_fraction=0.0), "train")
+    tissue = rgb[mask < 4].astype(float)
+    assert 60 < tissue.mean() < 230
+    assert tissue[:, 1].mean() < tissue[:, 0].mean(), "H&E absorbs green most: tissue is pink/purple"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", 8),
+        ("n_train", 0),
+        ("microns_per_pixel", 0.0),
+        ("label_noise", 0.9),
+        ("stain_shift", -0.1),
+        ("imbalance", -1.0),
+        ("region_scale", 0.0),
+        ("background_fraction", 1.5),
+        ("confounders", 2.0),
+        ("label_threshold", 0.5),
+        ("class_prior", (0.5, 0.5, 0.0, 0.0)),
+        ("classes_per_patch", (0.5, 0.5, 0.5)),
+    ],
+)
+def test_bad_config_values_raise(field, value):
+    with pytest.raises(ValueError, match=f"SynthConfig.{field} must be"):
+        SynthConfig(**{field: value})
+
+
+def test_profiles():
+    assert (QUICK.size, QUICK.n_train, QUICK.n_val, QUICK.n_test) == (64, 48, 16, 16)
+    assert (SYNTH_PROFILES["cpu"].size, SYNTH_PROFILES["cpu"].n_train) == (64, 2000)
+    assert (SYNTH_PROFILES["paper"].size, SYNTH_PROFILES["paper"].microns_per_pixel) == (224, 1.0)
+
+
+# -------------------------------------------------------------------------------------------- on disk
+def test_layout(quick_root):
+    root = quick_root
+    train = list_pngs(root / "train")
+    assert len(train) == 48 and [p.name for p in list_pngs(root / "train_gt")] == [p.name for p in train]
+    assert re.fullmatch(r"syn\d{5}-\d+-\d+-\[[01]( [01]){3}\]\.png", train[0].name)
+    for path in train:
+        label = parse_image_label(path.name, "luad")
+        mask = read_mask(root / "train_gt" / path.name)
+        assert label == tuple(int((mask == c).mean() > QUICK.label_threshold) for c in range(4))
+    for split in ("val", "test"):
+        imgs, masks = list_pngs(root / split / "img"), list_pngs(root / split / "mask")
+        assert len(imgs) == 16 and [p.name for p in imgs] == [p.name for p in masks]
+        assert re.fullmatch(r"syn\d{5}-\d+-\d+\.png", imgs[0].name)
+        with Image.open(masks[0]) as img:
+            assert img.mode == "P" and img.getpalette()[:15] == palette_bytes("luad")[:15]
+    stems = {p.name.split("[")[0].rstrip("-").removesuffix(".png") for p in root.rglob("*.png")}
+    assert len(stems) == 48 + 16 + 16, "ids are unique over the three splits"
+    meta = json.loads((root / "synth.json").read_text())
+    assert meta["generator"] == GENERATOR_VERSION and meta["seed"] == 3 and meta["dataset"] == "luad"
+    assert meta["counts"] == {"train": 48, "val": 16, "test": 16}
+    assert config_from_json(root / "synth.json") == QUICK
+
+
+def test_same_seed_gives_identical_bytes_for_any_worker_count(quick_root, tmp_path):
+    again = generate_dataset(tmp_path / "again", "quick", seed=3, workers=2, progress=False)
+    assert _hashes(again) == _hashes(quick_root)
+
+
+def test_round_trip_through_the_loaders(quick_root):
+    image, label, name = TrainDataset(quick_root)[0]
+    assert (
+        image.shape == (3, 64, 64) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
+    )
+    assert (
+        label.dtype == torch.float32
+        and label.shape == (4,)
+        and label.tolist() == list(parse_image_label(name, "luad"))
+    )
+    _, mask, _ = TrainDataset(quick_root, mask_dir=quick_root / "train_gt")[0]
+    assert mask.shape == (64, 64) and mask.dtype == torch.int64
+    for split in ("val", "test"):
+        data = MaskedDataset(quick_root, split)
+        image, mask, _ = data[len(data) - 1]
+        assert len(data) == 16 and image.shape == (3, 64, 64) and mask.dtype == torch.int64
+        assert int(mask.max()) <= 4
+
+
+def test_bcss_naming_and_class_order(tmp_path):
+    root = generate_dataset(tmp_path / "bcss", TINY, seed=1, dataset="bcss", workers=1, progress=False)
+    files = list_pngs(root / "train")
+    assert len(files) == 6
+    for i, path in enumerate(files):
+        assert re.fullmatch(r"SYN-\d{5}_xmin\d+_ymin\d+_MPP-2\.0000\+0\[[01]{4}\]\.png", path.name)
+        _, luad_mask, luad_label = generate_patch(patch_rng(1, "train", i), TINY, "train")
+        bcss_label = parse_image_label(path.name, "bcss")
+        te, nec, lym, tas = luad_label
+        assert bcss_label == (te, tas, lym, nec)
+        np.testing.assert_array_equal(read_mask(root / "train_gt" / path.name), LUAD_TO_BCSS[luad_mask])
+    with Image.open(list_pngs(root / "val" / "mask")[0]) as img:
+        assert img.getpalette()[:15] == [c for rgb in PALETTES["bcss"] for c in rgb]
+    assert list_pngs(root / "test" / "img")[0].name.endswith("+0.png")
+
+
+def test_existing_dataset_is_skipped_or_refused(tmp_path):
+    root = generate_dataset(tmp_path / "d", TINY, workers=1, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
+    assert generate_dataset(root, TINY, workers=1, progress=False) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == before
+    with pytest.raises(FileExistsError, match=r"differs in: seed.*overwrite=True"):
+        generate_dataset(root, TINY, seed=1, workers=1, progress=False)
+    next(iter(before)).unlink()
+    with pytest.raises(FileExistsError, match="incomplete"):
+        generate_dataset(root, TINY, workers=1, progress=False)
+    generate_dataset(root, TINY, seed=1, workers=1, progress=False, overwrite=True)
+    assert json.loads((root / "synth.json").read_text())["seed"] == 1
+    foreign = tmp_path / "foreign"
+    (foreign / "train").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="no synth.json"):
+        generate_dataset(foreign, TINY, workers=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"profile": "huge"}, "profile must be one of"),
+        ({"dataset": "camelyon"}, "dataset must be one of"),
+        ({"seed": -1}, "seed must be"),
+        ({"workers": -2}, "workers must be"),
+    ],
+)
+def test_generate_dataset_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_dataset(tmp_path / "x", **{"progress": False, **kwargs})
