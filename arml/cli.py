@@ -81,6 +81,21 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from arml.reproduce import run_notebooks, summary_table
+
+    out = args.out.resolve() if args.out else None
+    try:
+        runs = run_notebooks(args.profile, args.data, args.dataset, out, args.only, progress=not args.quiet)
+    except RuntimeError as err:
+        print(f"arml reproduce: {err}", file=sys.stderr)
+        return 1
+    from arml.experiments import REPO_ROOT
+
+    print(summary_table(runs, (out or REPO_ROOT) / "results"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arml",
@@ -142,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--device", default="auto")
     pm.add_argument("--quiet", action="store_true")
     pm.set_defaults(func=_cmd_pseudo_masks)
+
+    rep = sub.add_parser("reproduce", help="run notebooks 01-06 headless with papermill (the main job)")
+    rep.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
+    rep.add_argument("--data", type=Path, default=None, help="dataset root (default: built-in synthetic)")
+    rep.add_argument("--dataset", choices=DATASETS, default="luad")
+    rep.add_argument("--out", type=Path, default=None, help="output folder (default: the repository)")
+    rep.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,04")
+    rep.add_argument("--quiet", action="store_true")
+    rep.set_defaults(func=_cmd_reproduce)
     return parser
 
 

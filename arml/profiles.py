@@ -25,7 +25,8 @@ class Profile:
     name: str
     description: str
     synth: str
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # stage-2 seeds of the final benchmark (notebook 06)
+    sweep_seeds: tuple[int, ...] = (0,)  # stage-2 seeds of the ω sweep and the loss comparison (04, 05)
     cls: dict = field(default_factory=dict)
     seg: dict = field(default_factory=dict)
     pseudo: dict = field(default_factory=dict)
@@ -71,6 +72,7 @@ PROFILES: dict[str, Profile] = {
         description="the paper's settings (GPU, real LUAD-HistoSeg or BCSS-WSSS)",
         synth="paper",
         seeds=(0, 1, 2),
+        sweep_seeds=(0, 1, 2),
         cls={"backbone": "resnet38d", "epochs": 20, "batch_size": 20, "lr": 0.01, "dropout": 0.5},
         seg={"arch": "pspnet", "encoder": "resnest101e", "epochs": 10, "batch_size": 20, "lr": 5e-3},
         cam_limit=None,

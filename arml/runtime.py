@@ -108,3 +108,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+RUNTIME_FIELDS = ("progress", "device", "num_workers", "data_root", "eval_batch_size")
+
+
+def result_fields(config: dict) -> dict:
+    """A config without the fields that cannot change a run's result (progress bars, device, workers,
+    where the data lives): what a resumed or cached run must agree on."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}

@@ -29,6 +29,7 @@ from arml.runtime import (
     atomic_write,
     load_checkpoint,
     resolve_device,
+    result_fields,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -169,7 +170,7 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
     saved = out / "config.json"
     if saved.exists() and resume:
         previous = json.loads(saved.read_text())
-        if previous != config.to_dict():
+        if result_fields(previous) != result_fields(config.to_dict()):
             raise ValueError(
                 f"{out} holds a stage-1 run with a different config; pick another folder or pass resume=False"
             )

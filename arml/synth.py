@@ -67,8 +67,8 @@ class SynthConfig:
         microns_per_pixel: scale. 2.0 for 64-px patches (a 128 µm field: lymphocytes ~3 px, tumour nuclei
             5–8 px, so nuclei stay visible); 1.0 for 224-px patches (LUAD-HistoSeg's 10×).
         label_noise: probability of flipping each bit of the label written into a *training* file name
-            (``train_gt`` keeps the truth; a flip that would empty the label is skipped). Default 0: the paper
-            assumes clean image labels.
+            (``train_gt`` keeps the truth; a draw that would empty the label keeps the true one). Default 0:
+            the paper assumes clean image labels.
         stain_shift: how far val/test stains sit from train's: mean H and E OD vectors moved by
             ``stain_shift × (±0.2…0.3)`` per channel, mean H concentration ×(1 + s/2), E ×(1 − s/2).
         imbalance: exponent on the class prior (0 uniform, 1 the LUAD-like prior, >1 more skewed).
@@ -80,8 +80,9 @@ class SynthConfig:
         label_threshold: a class is in the label iff it covers more than this fraction of the patch; smaller
             slivers become 4 (excluded) in the mask.
         class_prior: prior over (TE, NEC, LYM, TAS) before tempering (SYNTH.md).
-        classes_per_patch: probabilities of drawing 1, 2 or 3 classes; slivers lower the counts that reach the
-            label, so the defaults lean slightly more to mixtures than the 0.30/0.45/0.25 target.
+        classes_per_patch: probabilities of drawing 1, 2 or 3 classes. Slivers lower the counts that reach
+            the label: the defaults give about 0.28/0.44/0.28 labelled classes per patch, a little more mixed
+            than SYNTH.md's 0.30/0.45/0.25, for a harder default.
     """
 
     size: int = 64

@@ -154,7 +154,8 @@ def patch_grid(
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     per = 2 if masks is not None else 1
-    fig = Figure(figsize=(1.3 * ncols, 1.45 * nrows * per + 0.9), layout="constrained")
+    fig = Figure(figsize=(1.3 * ncols, nrows * (1.25 * per + 0.25) + 0.8), layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.01, w_pad=0.01, hspace=0.01, wspace=0.02)
     axes = fig.subplots(nrows * per, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()

@@ -33,18 +33,21 @@ TINY = replace(QUICK, n_train=6, n_val=3, n_test=3)
 
 
 def _hashes(root):
+    """sha256 of every file the generator writes (other tests may add train_PM/ to a shared dataset)."""
+    files = [root / "synth.json"] + [
+        p for d in ("train", "train_gt", "val", "test") for p in (root / d).rglob("*")
+    ]
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
+        for p in sorted(files)
         if p.is_file()
     }
 
 
-@pytest.fixture(scope="module")
-def quick_root(tmp_path_factory):
-    return generate_dataset(
-        tmp_path_factory.mktemp("synth") / "quick", "quick", seed=3, workers=1, progress=False
-    )
+@pytest.fixture
+def quick_root(quick_synth):
+    """The session's quick-profile dataset (seed 0, default workers = os.cpu_count()), read-only."""
+    return quick_synth
 
 
 # ------------------------------------------------------------------------------------------- patches
@@ -153,16 +156,19 @@ def test_layout(quick_root):
         assert re.fullmatch(r"syn\d{5}-\d+-\d+\.png", imgs[0].name)
         with Image.open(masks[0]) as img:
             assert img.mode == "P" and img.getpalette()[:15] == palette_bytes("luad")[:15]
-    stems = {p.name.split("[")[0].rstrip("-").removesuffix(".png") for p in root.rglob("*.png")}
+    names = [p.name for d in ("train", "val/img", "test/img") for p in list_pngs(root / d)]
+    stems = {name.split("[")[0].rstrip("-").removesuffix(".png") for name in names}
     assert len(stems) == 48 + 16 + 16, "ids are unique over the three splits"
     meta = json.loads((root / "synth.json").read_text())
-    assert meta["generator"] == GENERATOR_VERSION and meta["seed"] == 3 and meta["dataset"] == "luad"
+    assert meta["generator"] == GENERATOR_VERSION and meta["seed"] == 0 and meta["dataset"] == "luad"
     assert meta["counts"] == {"train": 48, "val": 16, "test": 16}
     assert config_from_json(root / "synth.json") == QUICK
 
 
 def test_same_seed_gives_identical_bytes_for_any_worker_count(quick_root, tmp_path):
-    again = generate_dataset(tmp_path / "again", "quick", seed=3, workers=2, progress=False)
+    again = generate_dataset(
+        tmp_path / "again", "quick", seed=0, workers=1, progress=False
+    )  # fixture: all cores
     assert _hashes(again) == _hashes(quick_root)
 
 

@@ -1,0 +1,217 @@
+"""Cached pipeline runs for the notebooks (DESIGN.md §3).
+
+Every stage writes into a run folder keyed by dataset, profile, a hash of its config and its seed::
+
+    runs/<dataset tag>/<profile>/stage1-<hash>/          classifier checkpoints and history
+    <data root>/train_PM/pm-<method>-<hash>/              pseudo masks (one palette PNG per image)
+    runs/<dataset tag>/<profile>/stage2-<hash>/          three peers, best checkpoint, metrics.json
+
+so a later notebook reuses an earlier one's classifier and pseudo masks, and each notebook still runs on
+its own (a missing stage is simply computed). Interrupted stages resume.
+
+>>> ctx = Experiment("quick")                                   # doctest: +SKIP
+>>> run = ctx.classifier(ars="both")                            # doctest: +SKIP
+>>> pm = ctx.pseudo_masks(run, method="gradcam")                # doctest: +SKIP
+>>> ctx.segmenter(pm["name"], omega=2.0, relation="st")["F_a"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from arml.profiles import Profile, get_profile
+from arml.runtime import atomic_write, result_fields
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_hash(config: dict, length: int = 10) -> str:
+    """A short stable hash of a config dict, ignoring fields that do not change results."""
+    kept = result_fields(config)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def to_jsonable(value):
+    """numpy scalars/arrays → Python, NaN/inf → ``None`` (valid JSON), tuples → lists, recursively."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def default_dir(kind: str) -> Path:
+    """``<repo>/<kind>`` unless ``$ARML_<KIND>`` says otherwise (kinds: runs, results, figures, data)."""
+    env = os.environ.get(f"ARML_{kind.upper()}")
+    return Path(env) if env else REPO_ROOT / kind
+
+
+def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
+    """Write ``<folder>/<stem>.json`` (default ``<repo>/results``) with NaN as null, atomically."""
+    path = Path(folder or default_dir("results")) / f"{stem}.json"
+    text = json.dumps(to_jsonable(payload), indent=2)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def mean_std(values) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) of finite values."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "n": int(arr.size),
+    }
+
+
+def ttest(a, b) -> float:
+    """Two-tailed Welch t-test p-value between two groups of per-seed scores (NaN if undefined)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 2 or b.size < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+@dataclass
+class Experiment:
+    """One profile on one dataset: the notebooks' handle on cached stage runs.
+
+    Args:
+        profile: a profile name (``quick``, ``cpu``, ``paper``) or :class:`~arml.profiles.Profile`.
+        data_root: a dataset in the published layout; ``None`` uses (and makes on demand) the built-in
+            synthetic dataset of the profile under ``<repo>/data/synthetic/<profile>``.
+        dataset: ``"luad"`` or ``"bcss"`` (naming and class order).
+        runs: where run folders go (default ``<repo>/runs`` or ``$ARML_RUNS``).
+        progress: show progress bars.
+    """
+
+    profile: str | Profile = "cpu"
+    data_root: str | Path | None = None
+    dataset: str = "luad"
+    runs: str | Path | None = None
+    progress: bool = True
+    synthetic: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
+        self.synthetic = self.data_root is None
+        if self.synthetic:
+            from arml.synth import generate_dataset
+
+            target = default_dir("data") / "synthetic" / self.profile.synth
+            if self.dataset != "luad":
+                target = target.with_name(f"{target.name}-{self.dataset}")
+            self.data_root = generate_dataset(
+                target, profile=self.profile.synth, seed=0, dataset=self.dataset, progress=self.progress
+            )
+        self.data_root = Path(self.data_root)
+        if not self.synthetic:
+            from arml.datasets import check_layout
+
+            report = check_layout(self.data_root, self.dataset, progress=self.progress)
+            if not report.ok:
+                raise ValueError(f"DATA_ROOT fails `arml data check`:\n{report.format()}")
+        tag = f"synthetic-{self.profile.synth}-{self.dataset}" if self.synthetic else self.data_root.name
+        self.runs = Path(self.runs or default_dir("runs")) / tag / self.profile.name
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        from arml.datasets import CLASS_NAMES
+
+        return CLASS_NAMES[self.dataset]
+
+    def cls_config(self, seed: int = 0, **overrides):
+        return self.profile.cls_config(
+            self.data_root, dataset=self.dataset, seed=seed, progress=self.progress, **overrides
+        )
+
+    def classifier(self, seed: int = 0, **overrides) -> Path:
+        """Train (or reuse) a stage-1 classifier; returns its run folder. Overrides go to ``ClsConfig``."""
+        from arml.stage1 import train_classifier
+
+        config = self.cls_config(seed, **overrides)
+        run = self.runs / f"stage1-{config_hash(config.to_dict())}"
+        train_classifier(config, run)
+        return run
+
+    def pseudo_masks(self, run: str | Path, **overrides) -> dict:
+        """Make (or reuse) pseudo masks from a stage-1 run; returns the result of
+        :func:`~arml.stage1.generate_pseudo_masks` plus ``name``. Overrides go to ``PseudoMaskConfig``."""
+        from dataclasses import asdict
+
+        from arml.stage1 import generate_pseudo_masks
+
+        config = self.profile.pseudo_config(**overrides)
+        key = config_hash({"run": Path(run).name, **asdict(config)})
+        name = f"pm-{config.method}-{key}"
+        result = generate_pseudo_masks(run, name, self.data_root, config, progress=self.progress)
+        return {"name": name, **result}
+
+    def seg_config(self, masks: str, seed: int = 0, **overrides):
+        return self.profile.seg_config(
+            self.data_root, masks=masks, dataset=self.dataset, seed=seed, progress=self.progress, **overrides
+        )
+
+    def segmenter(self, masks: str, seed: int = 0, **overrides) -> dict:
+        """Train (or reuse) stage 2 on pseudo masks ``masks``; returns the test metrics dict (F_a, peers,
+        ensemble). Overrides go to ``SegConfig`` (``omega``, ``relation``, ``lam``, ``recipe``, …)."""
+        from arml.stage2 import train_segmenter
+
+        config = self.seg_config(masks, seed, **overrides)
+        run = self.runs / f"stage2-{config_hash(config.to_dict())}"
+        metrics = train_segmenter(config, run)
+        return {**metrics, "run": str(run)}
+
+    def pipeline(self, seed: int = 0, cls: dict | None = None, cam: dict | None = None, **seg) -> dict:
+        """The whole chain for one seed: classifier → pseudo masks → three peers → test metrics.
+
+        The pseudo-mask quality (synthetic data only) is returned under ``"pseudo_masks"``.
+        """
+        run = self.classifier(seed=seed, **(cls or {}))
+        pm = self.pseudo_masks(run, **(cam or {}))
+        result = self.segmenter(pm["name"], seed=seed, **seg)
+        return {**result, "pseudo_masks": pm["metrics"]}
+
+
+def notebook_setup(
+    profile: str,
+    data_root: str | None = None,
+    dataset: str = "luad",
+    results_dir: str | None = None,
+    figures_dir: str | None = None,
+    progress: bool = True,
+) -> Experiment:
+    """The first call of every notebook: resolve parameters, fail early with a clear message, return
+    the :class:`Experiment`.
+
+    ``$ARML_PROFILE`` overrides ``profile`` (for tools that cannot inject parameters, such as nbval).
+    ``results_dir`` / ``figures_dir`` become the defaults of :func:`save_results` and
+    :func:`arml.viz.savefig` for this kernel.
+    """
+    profile = os.environ.get("ARML_PROFILE") or profile
+    get_profile(profile)  # unknown profile → ValueError listing the valid ones
+    if results_dir:
+        os.environ["ARML_RESULTS"] = str(results_dir)
+    if figures_dir:
+        os.environ["ARML_FIGURES"] = str(figures_dir)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise FileNotFoundError(f"DATA_ROOT {data_root!r} is not a folder; see data/README.md")
+    return Experiment(profile, data_root, dataset, progress=progress)

@@ -1,0 +1,159 @@
+"""Run the numbered notebooks headless with papermill and collect their results (``arml reproduce``).
+
+Each notebook is executed with kernel ``python3`` and the notebooks folder as working directory. The
+parameters injected into its ``parameters`` cell are ``PROFILE``, ``DATA_ROOT``, ``DATASET``,
+``RESULTS_DIR`` and ``FIGURES_DIR``. Executed copies go to ``OUT/notebooks/``, results to
+``OUT/results/<stem>.json`` and figures to ``OUT/figures/``. With ``OUT`` = the repository root (the
+reference run) the committed notebooks are overwritten with their executed selves, metadata noise
+(timings, papermill bookkeeping) stripped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from arml.experiments import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = (
+    "01_cam_baselines",
+    "02_ars_ablation",
+    "03_pseudo_mask_quality",
+    "04_swv_omega_sweep",
+    "05_srm_loss_comparison",
+    "06_final_benchmark",
+)
+# Per-cell execution timeout in seconds (papermill's unit of timeout).
+CELL_TIMEOUT = {"quick": 600, "cpu": 3600, "paper": None}
+
+
+@dataclass
+class NotebookRun:
+    stem: str
+    ok: bool
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def select(only: str | None) -> list[str]:
+    """Notebook stems for ``--only 01,04`` (prefixes or full stems); all six when ``only`` is empty."""
+    if not only:
+        return list(NOTEBOOKS)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = []
+    for w in wanted:
+        matches = [n for n in NOTEBOOKS if n == w or n.startswith(w.zfill(2) + "_") or n.startswith(w)]
+        if len(matches) != 1:
+            raise ValueError(
+                f"--only {w!r} matches {matches or 'no notebook'}; choose from {list(NOTEBOOKS)}"
+            )
+        chosen.append(matches[0])
+    return [n for n in NOTEBOOKS if n in chosen]
+
+
+def strip_noise(path: Path) -> None:
+    """Remove run-to-run noise from an executed notebook: papermill/execution timings, kernel versions."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.get("language_info", {}).pop("version", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def _describe_failure(err: Exception) -> str:
+    cell = getattr(err, "exec_count", None)
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    where = f"cell [{cell}]" if cell is not None else "a cell"
+    return f"{where} raised {ename}: {evalue}"
+
+
+def run_notebooks(
+    profile: str = "cpu",
+    data_root: str | Path | None = None,
+    dataset: str = "luad",
+    out: str | Path | None = None,
+    only: str | None = None,
+    progress: bool = True,
+    stop_on_error: bool = True,
+) -> list[NotebookRun]:
+    """Execute the selected notebooks in order; returns one :class:`NotebookRun` per notebook run.
+
+    Raises:
+        RuntimeError: a notebook failed (with ``stop_on_error``); the message names notebook and cell.
+    """
+    import papermill as pm
+
+    from arml.profiles import get_profile
+
+    get_profile(profile)  # fail early on an unknown profile
+    out = Path(out or REPO_ROOT).resolve()
+    nb_out, results, figures = out / "notebooks", out / "results", out / "figures"
+    for folder in (nb_out, results, figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    params = {
+        "PROFILE": profile,
+        "DATA_ROOT": str(data_root) if data_root else None,
+        "DATASET": dataset,
+        "RESULTS_DIR": str(results),
+        "FIGURES_DIR": str(figures),
+    }
+    runs: list[NotebookRun] = []
+    for stem in select(only):
+        source, target = NOTEBOOK_DIR / f"{stem}.ipynb", nb_out / f"{stem}.ipynb"
+        if progress:
+            print(f"[arml reproduce] {stem} (profile {profile})", flush=True)
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(source),
+                str(target),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(NOTEBOOK_DIR),
+                progress_bar=progress,
+                execution_timeout=CELL_TIMEOUT.get(profile),
+            )
+            run = NotebookRun(stem, True, time.perf_counter() - started, target)
+        except Exception as err:  # papermill wraps the kernel's exception
+            run = NotebookRun(stem, False, time.perf_counter() - started, target, _describe_failure(err))
+        if target.exists():
+            strip_noise(target)
+        runs.append(run)
+        if not run.ok and stop_on_error:
+            raise RuntimeError(
+                f"notebook {stem}.ipynb failed: {run.error}; the executed copy with the traceback is {target}"
+            )
+    return runs
+
+
+def headline(results_dir: Path, stem: str) -> str:
+    """A short description of a notebook's main number from its results JSON, for the summary table."""
+    path = results_dir / f"{stem}.json"
+    if not path.exists():
+        return "no results file"
+    data = json.loads(path.read_text())
+    return str(data.get("headline", "")) or "results written"
+
+
+def summary_table(runs: list[NotebookRun], results_dir: Path) -> str:
+    """A plain-text table: notebook, status, minutes, headline."""
+    rows = [("notebook", "status", "time", "headline")]
+    for r in runs:
+        rows.append(
+            (r.stem, "ok" if r.ok else "FAILED", f"{r.seconds / 60:.1f} min", headline(results_dir, r.stem))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    ]
+    total = sum(r.seconds for r in runs)
+    return "\n".join([*lines, f"total {total / 60:.1f} min"])

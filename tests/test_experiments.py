@@ -1,0 +1,81 @@
+import json
+import math
+
+import nbformat
+import numpy as np
+import pytest
+
+from arml.experiments import config_hash, mean_std, notebook_setup, save_results, to_jsonable, ttest
+from arml.profiles import PROFILES, get_profile
+from arml.reproduce import NOTEBOOKS, NotebookRun, select, strip_noise, summary_table
+
+
+def test_config_hash_ignores_runtime_fields_only():
+    a = {"lr": 0.1, "progress": True, "device": "cpu", "data_root": "/x"}
+    b = {"lr": 0.1, "progress": False, "device": "cuda", "data_root": "/y"}
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash({**a, "lr": 0.2})
+
+
+def test_to_jsonable_and_save_results(tmp_path):
+    payload = {"miou": np.float64(0.5), "iou": np.array([0.1, np.nan]), "t": (1, 2), "inf": math.inf}
+    assert to_jsonable(payload) == {"miou": 0.5, "iou": [0.1, None], "t": [1, 2], "inf": None}
+    path = save_results("demo", payload, tmp_path)
+    assert json.loads(path.read_text())["iou"] == [0.1, None]
+
+
+def test_mean_std_and_ttest():
+    assert mean_std([0.5, 0.7]) == {
+        "mean": pytest.approx(0.6),
+        "std": pytest.approx(0.1414, abs=1e-4),
+        "n": 2,
+    }
+    assert mean_std([0.5])["std"] == 0.0 and mean_std([None])["n"] == 0
+    assert ttest([0.1, 0.11, 0.12], [0.5, 0.51, 0.52]) < 0.001
+    assert math.isnan(ttest([0.1], [0.2, 0.3]))
+
+
+def test_profiles_and_env_override(monkeypatch):
+    assert set(PROFILES) == {"quick", "cpu", "paper"}
+    assert get_profile("paper").cls["backbone"] == "resnet38d"
+    monkeypatch.setenv("ARML_PROFILE", "quick")
+    assert get_profile().name == "quick"
+    with pytest.raises(ValueError, match="quick"):
+        get_profile("laptop")
+
+
+def test_notebook_setup_fails_early_on_bad_parameters(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARML_PROFILE", raising=False)
+    with pytest.raises(ValueError, match="unknown profile"):
+        notebook_setup("huge")
+    with pytest.raises(FileNotFoundError, match="DATA_ROOT"):
+        notebook_setup("quick", data_root=str(tmp_path / "absent"))
+    (tmp_path / "train").mkdir()
+    with pytest.raises(ValueError, match="arml data check"):
+        notebook_setup("quick", data_root=str(tmp_path), progress=False)
+
+
+def test_select_notebooks():
+    assert select(None) == list(NOTEBOOKS)
+    assert select("01,4") == ["01_cam_baselines", "04_swv_omega_sweep"]
+    assert select("06_final_benchmark") == ["06_final_benchmark"]
+    with pytest.raises(ValueError, match="choose from"):
+        select("09")
+
+
+def test_strip_noise_and_summary(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"duration": 1.0}
+    cell = nbformat.v4.new_code_cell("1")
+    cell.metadata["execution"] = {"iopub.execute_input": "2026"}
+    cell.metadata["papermill"] = {"duration": 0.1}
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    strip_noise(path)
+    clean = nbformat.read(path, as_version=4)
+    assert "papermill" not in clean.metadata and clean.cells[0].metadata == {"tags": ["parameters"]}
+    (tmp_path / "01_cam_baselines.json").write_text(json.dumps({"headline": "gradcam 0.61"}))
+    table = summary_table([NotebookRun("01_cam_baselines", True, 90.0, path)], tmp_path)
+    assert "gradcam 0.61" in table and "1.5 min" in table
