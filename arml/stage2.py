@@ -14,11 +14,13 @@ differing only by dropout) are the voters and teachers.
 
 Cost: the angle term of L_st builds unit vectors for all B² pairs of images, O(B²·D) memory with
 D = C·H·W per image. For the paper profile (B = 20, C = 4, 224×224, D = 200,704) one such float32 tensor
-holds 20·20·200,704 = 8.0e7 values = 321 MB; the student keeps about three of them for the backward pass
-(difference, unit vectors, their gradient), so one peer's L_st costs roughly 1 GB at its peak. The trainer
-backpropagates the peers' losses one after the other, so only one such graph is alive at a time; the three
-networks' activations, however, are all held until the last peer's backward (3× a single network).
-``benchmarks/stage2_speed.py`` measures both.
+holds 20·20·200,704 = 8.0e7 values = 321 MB (306 MiB). The student keeps its pairwise differences and unit
+vectors for the backward pass, which adds their gradients, and each teacher makes the same two tensors
+transiently, so one peer's L_st forward + backward peaks near six of them, about 2 GB (measured: 2.0 GiB
+and 6–12 s on 2 CPU cores, ``benchmarks/stage2_speed.py``). The trainer backpropagates the peers' losses one
+after the other, so only one such graph is alive at a time; the three networks' activations, however, are
+all held until the last peer's backward (3× one network's, where the official recipe holds one network's
+plus two inference passes).
 
 Outputs in ``out``: ``config.json``, ``last.pt`` (every epoch: weights, optimisers, step, history, best score,
 RNG states), ``best.pt`` (all peers' weights at the best F_a validation mIoU), ``history.json`` and
@@ -57,7 +59,7 @@ from arml.datasets import (
 )
 from arml.losses import NORMALIZATIONS, RELATION_LOSSES, mutual_loss
 from arml.metrics import SegmentationMetrics
-from arml.models import create_segmenter
+from arml.models import SEGMENTERS, create_segmenter
 from arml.runtime import (
     atomic_write,
     load_checkpoint,
@@ -77,6 +79,26 @@ INPUT_NORMS = ("none", "imagenet")
 # Fields that do not change what a run computes, so a resumed run may differ in them.
 _NOT_RESULT_FIELDS = ("progress", "num_workers")
 _RUN_FILES = ("last.pt", "best.pt", "history.json", "metrics.json")
+_CHOICES = {
+    "dataset": DATASETS,
+    "arch": tuple(sorted(SEGMENTERS)),
+    "input_norm": INPUT_NORMS,
+    "peers": (1, 3),
+    "recipe": RECIPES,
+    "relation": RELATIONS,
+    "normalize": NORMALIZATIONS,
+}
+_RANGES = {  # name: (low, high, low end open)
+    "lam": (0.0, 1.0, False),
+    "alpha": (0.0, math.inf, False),
+    "beta": (0.0, math.inf, False),
+    "temperature": (0.0, math.inf, True),
+    "lr": (0.0, math.inf, True),
+    "momentum": (0.0, 1.0, False),
+    "weight_decay": (0.0, math.inf, False),
+    "poly_power": (0.0, math.inf, False),
+}
+_INTS = {"epochs": 1, "batch_size": 1, "seed": 0, "num_workers": 0, "eval_batch_size": 1}
 
 
 @dataclass
@@ -146,57 +168,40 @@ class SegConfig:
             if not ok:
                 raise ValueError(f"SegConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
 
-        def choice(name: str, choices: Sequence) -> None:
+        def is_number(value) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        for name in ("data_root", "masks"):
+            need(isinstance(getattr(self, name), str | Path) and str(getattr(self, name)), name, "a path")
+            setattr(self, name, str(getattr(self, name)))
+        if isinstance(self.omega, str) and self.omega.lower() in ("inf", "+inf", "infinity"):
+            self.omega = math.inf  # the JSON spelling written by to_dict
+        for name, choices in _CHOICES.items():
             need(getattr(self, name) in choices, name, f"one of {list(choices)}")
-
-        def number(name: str, low: float, high: float = math.inf, low_open: bool = False) -> None:
+        need(isinstance(self.encoder, str) and self.encoder != "", "encoder", "a timm model name")
+        need(self.encoder_depth in (None, 1, 2, 3, 4, 5), "encoder_depth", "None or 1..5")
+        need(
+            self.pretrained is None or isinstance(self.pretrained, str | Path), "pretrained", "None or a str"
+        )
+        self.pretrained = None if self.pretrained is None else str(self.pretrained)
+        need(self.omega is None or (is_number(self.omega) and self.omega >= 1), "omega", "None or >= 1")
+        self.omega = None if self.omega is None else float(self.omega)
+        for name, (low, high, low_open) in _RANGES.items():
             value = getattr(self, name)
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
-            need(
-                ok and not (low_open and value == low),
-                name,
-                f"a number in {'(' if low_open else '['}{low}, {high}]",
-            )
-
-        def integer(name: str, low: int) -> None:
+            ok = is_number(value) and low <= value <= high and not (low_open and value == low)
+            need(ok, name, f"a number in {'(' if low_open else '['}{low}, {high}]")
+        for name, low in _INTS.items():
             value = getattr(self, name)
             need(
                 isinstance(value, int) and not isinstance(value, bool) and value >= low,
                 name,
                 f"an int >= {low}",
             )
-
+        for name in ("hflip", "blur", "amp", "progress"):
+            need(isinstance(getattr(self, name), bool), name, "True or False")
         need(
-            isinstance(self.data_root, str | Path) and str(self.data_root) != "", "data_root", "a folder path"
+            isinstance(self.device, str) and _valid_device(self.device), "device", "'auto', 'cpu', 'cuda[:N]'"
         )
-        self.data_root = str(self.data_root)
-        need(
-            isinstance(self.masks, str | Path) and str(self.masks) != "", "masks", "a pseudo-mask folder name"
-        )
-        self.masks = str(self.masks)
-        if isinstance(self.omega, str) and self.omega.lower() in ("inf", "+inf", "infinity"):
-            self.omega = math.inf  # the JSON spelling written by to_dict
-        choice("dataset", DATASETS)
-        need(isinstance(self.arch, str) and isinstance(self.encoder, str), "encoder", "a timm model name")
-        need(
-            self.encoder_depth is None or self.encoder_depth in (1, 2, 3, 4, 5),
-            "encoder_depth",
-            "None or 1..5",
-        )
-        need(self.pretrained is None or isinstance(self.pretrained, str), "pretrained", "None or a string")
-        if self.pretrained is not None and self.pretrained not in ("imagenet", "timm"):
-            self.pretrained = str(self.pretrained)
-        choice("input_norm", INPUT_NORMS)
-        choice("peers", (1, 3))
-        choice("recipe", RECIPES)
-        need(
-            self.omega is None or (isinstance(self.omega, int | float) and self.omega >= 1),
-            "omega",
-            "None or >= 1",
-        )
-        if self.omega is not None:
-            self.omega = float(self.omega)
-        choice("relation", RELATIONS)
         if self.peers == 1 and (self.omega is not None or self.relation is not None):
             raise ValueError(
                 "SegConfig.peers=1 trains a single network with plain cross-entropy: SWV needs two voting peers "
@@ -207,31 +212,10 @@ class SegConfig:
             raise ValueError(
                 "SegConfig.recipe='official' runs one network three times per batch; it needs peers=3"
             )
-        number("lam", 0.0, 1.0)
-        number("alpha", 0.0)
-        number("beta", 0.0)
-        choice("normalize", NORMALIZATIONS)
-        number("temperature", 0.0, low_open=True)
-        integer("epochs", 1)
-        integer("batch_size", 1)
         if self.relation == "st" and self.batch_size < 2:
             raise ValueError(
                 "SegConfig.batch_size must be >= 2 with relation='st' (relations are across images)"
             )
-        number("lr", 0.0, low_open=True)
-        number("momentum", 0.0, 1.0)
-        number("weight_decay", 0.0)
-        number("poly_power", 0.0)
-        for flag in ("hflip", "blur", "amp", "progress"):
-            need(isinstance(getattr(self, flag), bool), flag, "True or False")
-        integer("seed", 0)
-        need(
-            isinstance(self.device, str) and _valid_device(self.device),
-            "device",
-            "'auto', 'cpu', 'cuda', 'cuda:N'",
-        )
-        integer("num_workers", 0)
-        integer("eval_batch_size", 1)
 
     @property
     def n_models(self) -> int:
@@ -263,6 +247,13 @@ def _valid_device(device: str) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
+    return resolved
 
 
 def resolve_mask_dir(config: SegConfig) -> Path:
@@ -589,7 +580,7 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
     _write_json(out / "config.json", config.to_dict())
 
     seed_everything(config.seed)
-    device = resolve_device(config.device)
+    device = _check_device(config.device)
     use_amp = config.amp and device.type == "cuda"
     loader_generator = torch.Generator().manual_seed(config.seed)
     aug_generator = torch.Generator().manual_seed(config.seed + 1_000_003)
@@ -625,9 +616,9 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
             train_loader, desc=f"stage 2 epoch {epoch + 1}/{config.epochs}", disable=not config.progress
         )
         for images, masks, _ in bar:
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             images, masks = augment(images, masks, aug_generator, config.hflip, config.blur)
-            images = images.to(device, non_blocking=True)
-            target = masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX).to(device)
+            target = masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX)
             lr = 0.0
             for opt in optimizers:
                 lr = set_poly_lr(opt, step, max_steps, config.poly_power)
@@ -714,8 +705,7 @@ def load_models(run_dir: str | Path, device: str | torch.device = "cpu") -> list
     config = load_config(run_dir)
     state = load_checkpoint(run_dir / "best.pt")
     models = []
-    for k, weights in enumerate(state["models"]):
-        torch.manual_seed(config.seed + k)
+    for weights in state["models"]:
         # Weights come from the checkpoint: never fetch or read the initial encoder weights again.
         model = create_segmenter(
             config.arch, config.encoder, NUM_CLASSES, config.encoder_depth, None, config.input_norm
@@ -755,7 +745,7 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     config = load_config(checkpoint_dir)
     best = load_checkpoint(Path(checkpoint_dir) / "best.pt")
-    torch_device = resolve_device(device)
+    torch_device = _check_device(device)
     models = load_models(checkpoint_dir, torch_device)
     loader = DataLoader(MaskedDataset(data_root or config.data_root, split), batch_size=batch_size)
     metrics = evaluate_models(models, loader, torch_device, config.amp, desc=split)
@@ -785,19 +775,27 @@ def format_metrics(metrics: dict, class_names: Sequence[str] | str | None = None
     if not rows:
         raise ValueError("metrics holds no model results (expected entries like 'F_a': {'miou': …})")
 
-    def pct(value) -> str:
-        return "   n/a" if value is None or not math.isfinite(value) else f"{100 * value:6.2f}"
+    def pct(value, width: int = 6) -> str:
+        text = "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+        return f"{text:>{width}}"
 
-    columns = [*class_names, "mIoU", "Dice", "ACC", "FwIoU"]
-    width = max(8, *(len(n) for n in rows))
-    lines = [f"{'model':<{width}} " + " ".join(f"{c:>6}" for c in columns)]
+    widths = [max(6, len(c)) for c in class_names]
+    summary = ("mIoU", "Dice", "ACC", "FwIoU")
+    first = max(8, *(len(n) for n in rows))
+    split = f"{metrics['split']} split, " if "split" in metrics else ""
+    lines = [
+        f"{split}percent: IoU per class | mIoU, Dice, ACC, FwIoU",
+        f"{'model':<{first}} "
+        + " ".join(f"{c:>{w}}" for c, w in zip(class_names, widths, strict=True))
+        + " | "
+        + " ".join(f"{c:>6}" for c in summary),
+    ]
     for name, m in rows.items():
         if len(m["iou"]) != len(class_names):
             raise ValueError(f"{len(class_names)} class names for {len(m['iou'])} classes in {name!r}")
-        values = [*m["iou"], m["miou"], m["mdice"], m["acc"], m["fwiou"]]
-        lines.append(f"{name:<{width}} " + " ".join(pct(v) for v in values))
+        per_class = " ".join(pct(v, w) for v, w in zip(m["iou"], widths, strict=True))
+        rest = " ".join(pct(m[k]) for k in ("miou", "mdice", "acc", "fwiou"))
+        lines.append(f"{name:<{first}} {per_class} | {rest}")
     if "best_epoch" in metrics:
-        lines.append(
-            f"best epoch {metrics['best_epoch']} (F_a val mIoU {pct(metrics.get('val_miou')).strip()})"
-        )
+        lines.append(f"best epoch {metrics['best_epoch']} (F_a val mIoU {pct(metrics.get('val_miou'), 0)})")
     return "\n".join(lines)
