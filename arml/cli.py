@@ -81,6 +81,44 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_seg(args: argparse.Namespace) -> int:
+    import math
+
+    from arml.datasets import CLASS_NAMES
+    from arml.profiles import get_profile
+    from arml.stage2 import format_metrics, train_segmenter
+
+    def optional(text: str):
+        return None if text.lower() in ("none", "n/a") else text
+
+    overrides = {
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "progress": not args.quiet,
+        "device": args.device,
+    }
+    if args.omega is not None:
+        omega = optional(args.omega)
+        overrides["omega"] = None if omega is None else (math.inf if omega == "inf" else float(omega))
+    if args.relation is not None:
+        overrides["relation"] = optional(args.relation)
+    for name in ("lam", "recipe", "encoder", "arch", "epochs", "batch_size", "lr", "normalize"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = get_profile(args.profile).seg_config(args.data, masks=args.masks, **overrides)
+    metrics = train_segmenter(config, args.out, resume=not args.restart)
+    print(format_metrics(metrics, CLASS_NAMES[config.dataset]))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from arml.stage2 import evaluate, format_metrics
+
+    metrics = evaluate(args.checkpoint, data_root=args.data, split=args.split, device=args.device)
+    print(format_metrics(metrics))
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from arml.reproduce import run_notebooks, summary_table
 
@@ -157,6 +195,37 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--device", default="auto")
     pm.add_argument("--quiet", action="store_true")
     pm.set_defaults(func=_cmd_pseudo_masks)
+
+    seg = sub.add_parser("train-seg", help="stage 2: three peers with SWV + SRM on pseudo masks")
+    seg.add_argument("--data", type=Path, required=True, help="dataset root")
+    seg.add_argument("--masks", required=True, help="pseudo-mask folder name under train_PM/ (or train_gt)")
+    seg.add_argument("--out", type=Path, required=True, help="run folder")
+    seg.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
+    seg.add_argument("--dataset", choices=DATASETS, default="luad")
+    seg.add_argument(
+        "--omega", default=None, help="SWV weight ω >= 1, 'inf', or 'none' for plain CE (default 2)"
+    )
+    seg.add_argument("--relation", default=None, help="st (default), pt, kl, crl or none")
+    seg.add_argument("--lam", type=float, default=None, help="λ of Eq. (9) (default 0.2)")
+    seg.add_argument("--recipe", choices=("paper", "official"), default=None, help="default: paper")
+    seg.add_argument("--normalize", choices=("weights", "pixels"), default=None, help="SWV normalisation")
+    seg.add_argument("--arch", choices=("pspnet", "deeplabv3plus"), default=None)
+    seg.add_argument("--encoder", default=None, help="timm encoder name (default: the profile's)")
+    seg.add_argument("--epochs", type=int, default=None)
+    seg.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    seg.add_argument("--lr", type=float, default=None)
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--device", default="auto")
+    seg.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    seg.add_argument("--quiet", action="store_true")
+    seg.set_defaults(func=_cmd_train_seg)
+
+    ev = sub.add_parser("evaluate", help="score a stage-2 run's best checkpoint on a split")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="stage-2 run folder")
+    ev.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
+    ev.add_argument("--split", choices=("val", "test"), default="test")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_cmd_evaluate)
 
     rep = sub.add_parser("reproduce", help="run notebooks 01-06 headless with papermill (the main job)")
     rep.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")

@@ -61,6 +61,7 @@ from arml.losses import NORMALIZATIONS, RELATION_LOSSES, mutual_loss
 from arml.metrics import SegmentationMetrics
 from arml.models import SEGMENTERS, create_segmenter
 from arml.runtime import (
+    RUNTIME_FIELDS,
     atomic_write,
     load_checkpoint,
     resolve_device,
@@ -76,8 +77,6 @@ RELATIONS = (*sorted(RELATION_LOSSES), None)
 PEER_NAMES = ("F_a", "F_b", "F_c")
 ENSEMBLE = "ensemble"
 INPUT_NORMS = ("none", "imagenet")
-# Fields that do not change what a run computes, so a resumed run may differ in them.
-_NOT_RESULT_FIELDS = ("progress", "num_workers")
 _RUN_FILES = ("last.pt", "best.pt", "history.json", "metrics.json")
 _CHOICES = {
     "dataset": DATASETS,
@@ -422,7 +421,7 @@ def _write_json(path: Path, data) -> None:
 
 def _config_diff(saved: dict, config: SegConfig) -> list[str]:
     current = config.to_dict()
-    keys = sorted((set(saved) | set(current)) - set(_NOT_RESULT_FIELDS))
+    keys = sorted((set(saved) | set(current)) - set(RUNTIME_FIELDS))
     return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
