@@ -54,7 +54,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_speed.py
-	$(BIN)/python benchmarks/cam_speed.py
+	$(BIN)/python benchmarks/cam_speed.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/profile_timing.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/stage2_speed.py
 
 clean-data:
 	rm -rf data/synthetic runs

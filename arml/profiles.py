@@ -64,8 +64,8 @@ PROFILES: dict[str, Profile] = {
         synth="cpu",
         seeds=(0, 1, 2),
         cls={"backbone": "resnet10t", "feature_level": 3, "epochs": 6, "batch_size": 32, "lr": 0.05},
-        seg={"encoder": "resnet10t", "epochs": 4, "batch_size": 16, "lr": 0.01},
-        cam_limit=400,
+        seg={"encoder": "resnet10t", "epochs": 2, "batch_size": 16, "lr": 0.01},
+        cam_limit=96,
     ),
     "paper": Profile(
         name="paper",

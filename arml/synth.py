@@ -136,7 +136,7 @@ class SynthConfig:
 
 SYNTH_PROFILES: dict[str, SynthConfig] = {
     "quick": SynthConfig(n_train=48, n_val=16, n_test=16),
-    "cpu": SynthConfig(n_train=1000, n_val=120, n_test=200),  # sized for the 20-min CPU main job
+    "cpu": SynthConfig(n_train=400, n_val=80, n_test=120),  # sized for the 20-min CPU main job
     "paper": SynthConfig(size=224, n_train=2000, n_val=300, n_test=300, microns_per_pixel=1.0),
 }
 

@@ -136,7 +136,7 @@ def test_bad_config_values_raise(field, value):
 
 def test_profiles():
     assert (QUICK.size, QUICK.n_train, QUICK.n_val, QUICK.n_test) == (64, 48, 16, 16)
-    assert (SYNTH_PROFILES["cpu"].size, SYNTH_PROFILES["cpu"].n_train) == (64, 1000)
+    assert (SYNTH_PROFILES["cpu"].size, SYNTH_PROFILES["cpu"].n_train) == (64, 400)
     assert (SYNTH_PROFILES["paper"].size, SYNTH_PROFILES["paper"].microns_per_pixel) == (224, 1.0)
 
 

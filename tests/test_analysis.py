@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from arml.analysis import (
+    absent_class_rate,
+    attention_map,
+    boundary_distance,
+    confusable_pairs,
+    error_by_distance,
+    error_by_region_size,
+    has_truth,
+    label_only_masks,
+    pick_examples,
+    pseudo_masks_from_cams,
+    read_masks,
+    score_masks,
+)
+from arml.ars import CrissCrossAttention
+from arml.stage1 import PseudoMaskConfig
+
+
+def test_boundary_distance_by_hand():
+    truth = np.array([[0, 0, 0, 1, 1]])
+    assert boundary_distance(truth).tolist() == [[2.0, 1.0, 0.0, 0.0, 1.0]]
+    assert np.isinf(boundary_distance(np.zeros((3, 3), dtype=np.uint8))).all()
+    stacked = boundary_distance(np.stack([truth, truth[:, ::-1]]))
+    assert stacked.shape == (2, 1, 5) and stacked[1, 0].tolist() == [1.0, 0.0, 0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="H×W or N×H×W"):
+        boundary_distance(np.zeros(4))
+
+
+def test_score_masks_confusion_rows_and_background_rate():
+    truth = np.array([[0, 0, 0, 0], [1, 1, 4, 4]])
+    pred = np.array([[0, 0, 1, 4], [1, 1, 0, 0]])
+    r = score_masks(pred, truth)
+    conf = r["confusion"]
+    assert conf.shape == (4, 4)
+    assert conf[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0, 0]) and conf[1, 1] == 1
+    assert np.isnan(conf[2]).all()  # LYM absent from the truth
+    assert r["background_rate"][:2].tolist() == pytest.approx([0.25, 0.0])
+    assert r["iou"][0] == pytest.approx(0.5) and r["iou"][1] == pytest.approx(2 / 3)
+
+
+def test_confusable_pairs_orders_off_diagonal():
+    conf = np.array([[0.7, 0.3, 0, 0], [0.1, 0.9, 0, 0], [0, 0, 1, 0], [0.05, 0, 0.15, 0.8]])
+    pairs = confusable_pairs(conf, ["a", "b", "c", "d"], top=2)
+    assert pairs == [("a", "b", 0.3), ("d", "c", 0.15)]
+
+
+def test_error_by_distance_and_region_size():
+    truth = np.zeros((4, 6), dtype=np.uint8)
+    truth[:, 3:] = 1
+    pred = truth.copy()
+    pred[:, 2] = 1  # errors sit on the boundary column
+    r = error_by_distance(pred, truth, edges=(0, 1, np.inf))
+    assert r["pixels"] == [8, 16] and r["error"] == pytest.approx([0.5, 0.0])
+    truth[0, 0] = 2  # a 1-pixel LYM region
+    pred[0, 0] = 0
+    s = error_by_region_size(pred, truth, edges=(0, 2, np.inf))
+    assert s["pixels"] == [1, 23] and s["error"][0] == 1.0
+    uniform = error_by_distance(np.zeros((2, 3), np.uint8), np.ones((2, 3), np.uint8), edges=(0, 5, np.inf))
+    assert uniform["pixels"] == [0, 6] and uniform["error"][1] == 1.0  # no boundary: infinitely far
+    with pytest.raises(ValueError, match="increasing"):
+        error_by_distance(pred, truth, edges=(3, 1))
+    with pytest.raises(ValueError, match="same shape"):
+        error_by_region_size(pred[:2], truth)
+
+
+def test_attention_map_paints_the_cross_and_sums_to_one():
+    torch.manual_seed(0)
+    cca = CrissCrossAttention(16, reduction=4)
+    a_col, a_row = cca.attention(torch.rand(1, 16, 5, 7))
+    m = attention_map(a_col[0], a_row[0], 2, 3)
+    assert m.shape == (5, 7) and m.sum() == pytest.approx(1.0, abs=1e-5)
+    off = np.ones((5, 7), bool)
+    off[2, :] = off[:, 3] = False
+    assert (m[off] == 0).all()
+    with pytest.raises(ValueError, match="outside"):
+        attention_map(a_col[0], a_row[0], 5, 0)
+
+
+def test_pseudo_masks_from_cams_and_reading(tiny_root):
+    assert has_truth(tiny_root) and not has_truth(tiny_root / "train")
+    names = sorted(p.name for p in (tiny_root / "train").iterdir())
+    truth = read_masks(tiny_root / "train_gt", names)
+    assert truth.shape == (3, 16, 16)
+    with pytest.raises(FileNotFoundError, match="1 of 1 masks missing"):
+        read_masks(tiny_root / "train_gt", ["nope.png"])
+    cams = torch.zeros(2, 4, 16, 16)
+    cams[:, 1] = 1.0
+    images = torch.full((2, 3, 16, 16), 0.5)
+    images[1] = 1.0  # white: the LUAD rule makes it background
+    collected = {"cams": cams, "labels": torch.tensor([[0, 1, 0, 0], [1, 1, 0, 0]]), "images": images}
+    masks = pseudo_masks_from_cams(collected, PseudoMaskConfig(bg_min_size=1))
+    assert (masks[0] == 1).all() and (masks[1] == 4).all()
+
+
+def test_pick_examples_prefers_balanced_mixed_patches():
+    labels = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]])
+    assert pick_examples(labels, n=5) == [1, 2, 3]
+    truth = np.zeros((4, 2, 4), dtype=np.uint8)
+    truth[1, :, 3] = 1  # TE 75 %, NEC 25 %
+    truth[2, :, :2] = 1
+    truth[2, :, 2:] = 2  # NEC 50 %, LYM 50 %
+    truth[3, 0] = 3  # TE 50 %, TAS 50 %
+    assert pick_examples(labels, truth, n=2) == [2, 3]
+
+
+def test_label_only_masks_take_the_first_present_class():
+    images = torch.full((3, 3, 4, 4), 0.4)
+    images[2, :, :2] = 1.0  # top half white
+    labels = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]])
+    masks = label_only_masks({"labels": labels, "images": images}, PseudoMaskConfig(bg_min_size=1))
+    assert (masks[0] == 1).all() and (masks[1] == 0).all()
+    assert (masks[2, :2] == 4).all() and (masks[2, 2:] == 3).all()
+
+
+def test_absent_class_rate():
+    masks = np.array([[[0, 1], [4, 1]], [[2, 2], [2, 3]]])
+    labels = np.array([[0, 1, 0, 0], [0, 0, 1, 1]])
+    assert absent_class_rate(masks, labels) == pytest.approx(1 / 7)  # one TE pixel in a NEC-only patch
+    with pytest.raises(ValueError, match="N×H×W"):
+        absent_class_rate(masks[0], labels)

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from arml.datasets import PALETTES
+from arml.viz import (
+    activation_histograms,
+    attention_figure,
+    background_rule_figure,
+    cam_grid,
+    cam_to_rgb,
+    confusion_heatmaps,
+    pipeline_diagram,
+    pseudo_mask_browser,
+    pseudo_mask_panels,
+    savefig,
+    scatter_plot,
+)
+
+
+def _examples(n=2, size=16):
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size, generator=g) for _ in range(n)]
+    cams = [torch.rand(4, size, size, generator=g) for _ in range(n)]
+    truth = [np.full((size, size), i % 4, dtype=np.uint8) for i in range(n)]
+    pseudo = [np.full((size, size), (i + 1) % 4, dtype=np.uint8) for i in range(n)]
+    labels = [(1, 0, 1, 0)] * n
+    return images, cams, pseudo, truth, labels
+
+
+def test_cam_grid_marks_absent_classes():
+    images, cams, _, _, labels = _examples()
+    fig = cam_grid(images, cams, labels, title="synthetic")
+    titles = [ax.get_title() for ax in fig.axes[:5]]
+    assert titles == ["image", "TE", "NEC (absent)", "LYM", "TAS (absent)"]
+    rows = cam_grid([images[0]] * 2, cams, row_titles=["cam", "gradcam"])
+    assert rows.axes[5].get_ylabel() == "gradcam"
+    with_truth = cam_grid(images, cams, labels, masks=[np.zeros((16, 16), np.uint8), None])
+    assert [ax.get_title() for ax in with_truth.axes[:2]] == ["image", "truth"]
+    with pytest.raises(ValueError, match="one CAM stack"):
+        cam_grid(images, cams[:1])
+    with pytest.raises(ValueError, match="4×H×W"):
+        cam_grid(images[:1], [torch.rand(4, 8, 8)])
+
+
+def test_cam_to_rgb_picks_the_strongest_present_class():
+    cams = np.zeros((4, 2, 2))
+    cams[0, 0, 0] = 1.0
+    cams[2, 1, 1] = 0.5
+    cams[3] = 9.0  # absent: may not win
+    rgb = cam_to_rgb(cams, (1, 0, 1, 0))
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == PALETTES["luad"][0]
+    assert tuple(rgb[1, 1]) == tuple(round(c * 0.5) for c in PALETTES["luad"][2])
+    assert not cam_to_rgb(cams, (0, 0, 0, 0)).any()
+
+
+def test_pseudo_mask_panels_and_browser():
+    images, cams, pseudo, truth, labels = _examples()
+    fig = pseudo_mask_panels(images, cams, pseudo, truth, labels, title="t")
+    assert len(fig.axes) == 10 and fig.axes[4].get_title() == "errors (100% wrong)"
+    with pytest.raises(ValueError, match="same"):
+        pseudo_mask_panels(images, cams, pseudo[:1], truth, labels)
+    browser = pseudo_mask_browser(images, cams, pseudo, truth, labels)
+    slider, view = browser.children
+    first = view.value
+    assert slider.max == 1 and first[:8] == b"\x89PNG\r\n\x1a\n"
+    slider.value = 1
+    assert view.value != first
+    real = pseudo_mask_panels(images, cams, pseudo, None, labels)  # no train_gt: three panels
+    assert len(real.axes) == 6
+
+
+def test_background_rule_figure_counts_removed_specks():
+    image = np.full((32, 32, 3), 100, dtype=np.uint8)
+    image[:10] = 250
+    image[20, 20] = 250
+    fig = background_rule_figure(image, threshold=200, min_size=5)
+    assert fig.axes[2].get_title().startswith("grey > 200")
+    assert fig.axes[3].get_title().endswith(": 31%")  # 320 of 1024 pixels kept, the speck removed
+
+
+def test_other_stage1_figures(tmp_path):
+    eye = np.eye(4)
+    assert isinstance(confusion_heatmaps({"a": eye, "b": eye}, ["TE", "NEC", "LYM", "TAS"]), Figure)
+    with pytest.raises(ValueError, match="4×4"):
+        confusion_heatmaps({"a": np.eye(3)}, ["TE", "NEC", "LYM", "TAS"])
+    attn = np.zeros((4, 4))
+    attn[1] = attn[:, 2] = 0.1
+    assert isinstance(attention_figure(torch.rand(3, 32, 32), attn, (1, 2)), Figure)
+    rng = np.random.default_rng(0)
+    hist = activation_histograms({"before": rng.random(100), "after": rng.random(100) / 2})
+    assert "p99" in hist.axes[0].get_legend().get_texts()[0].get_text()
+    path = savefig(pipeline_diagram(), "pipeline", folder=tmp_path)
+    assert path.stat().st_size > 10_000
+
+
+def test_scatter_plot_reports_rank_correlation():
+    x = np.arange(10.0)
+    fig = scatter_plot({"down": (x, -x), "up": (x, x**2)}, "response", "gate")
+    assert [ax.get_title() for ax in fig.axes] == ["down (Spearman ρ = -1.00)", "up (Spearman ρ = 1.00)"]
+    with pytest.raises(ValueError, match="differ in size"):
+        scatter_plot({"bad": (x, x[:3])}, "x", "y")
