@@ -204,8 +204,9 @@ def cams_to_masks(
 
     Args:
         cams: maps at image resolution (see :func:`compute_cams`).
-        labels: ``B×K`` 0/1 image-level labels; absent classes are zeroed *after* normalisation
-            (released code order). ``None`` keeps every class.
+        labels: ``B×K`` 0/1 image-level labels; absent classes are excluded *after* normalisation
+            (released code order; it zeroes them, we set them to −inf so ties at 0 cannot pick an absent
+            class). ``None`` keeps every class.
         images: ``B×3×H×W`` in [0, 1]; needed for ``background="luad"``.
         normalization: ``"global"`` (released code) or ``"per_class"``.
         background: ``"luad"`` applies the white-background rule (class 4); ``"none"`` never predicts 4
@@ -218,7 +219,12 @@ def cams_to_masks(
     if labels is not None:
         if labels.shape != maps.shape[:2]:
             raise ValueError(f"labels must be B×K = {tuple(maps.shape[:2])}, got {tuple(labels.shape)}")
-        maps = maps * labels.to(maps).view(*labels.shape, 1, 1)
+        # The released code multiplies absent classes by 0; where a present class's map is also 0 (common
+        # after the grad-cam package's ReLU) argmax then picks the first class even if it is absent. −inf
+        # keeps the gate strict: an absent class never wins while any class is present.
+        absent = (labels == 0).view(*labels.shape, 1, 1).to(maps.device)
+        has_class = (labels != 0).any(dim=1).view(-1, 1, 1, 1).to(maps.device)
+        maps = maps.masked_fill(absent & has_class, float("-inf"))
     masks = maps.argmax(dim=1)
     if background == "luad":
         if images is None:

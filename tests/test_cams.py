@@ -148,3 +148,10 @@ def test_masks_from_the_package_zoo_are_valid(tiny_model):
     cams = compute_cams(tiny_model, x, "gradcam++")
     masks = cams_to_masks(cams, torch.ones(2, 4), x, background="luad")
     assert masks.dtype == torch.int64 and set(np.unique(masks.numpy())) <= {0, 1, 2, 3, 4}
+
+
+def test_label_gate_is_strict_when_present_classes_are_zero():
+    cams = torch.zeros(1, 4, 1, 2)  # every map 0 at both pixels (e.g. after a ReLU)
+    cams[0, 3, 0, 1] = 1.0
+    masks = cams_to_masks(cams, torch.tensor([[0, 0, 1, 1]]), background="none")
+    assert masks.tolist() == [[[2, 3]]]  # the tie goes to a labelled class, never to absent class 0

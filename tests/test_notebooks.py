@@ -26,7 +26,10 @@ KEYS = {
     "05_srm_loss_comparison": "relation",
     "06_final_benchmark": "ablation",
 }
-EXPECTED_ENTRIES = {"omega": {"N/A", "1", "2", "3", "5", "inf"}, "relation": {"CE", "KL", "CRL", "L_pt", "L_st"}}
+EXPECTED_ENTRIES = {
+    "omega": {"N/A", "1", "2", "3", "5", "inf"},
+    "relation": {"CE", "KL", "CRL", "L_pt", "L_st"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,11 @@ def test_results_match_the_regression_baseline(executed):
     current = {stem: _mious(json.loads((out / "results" / f"{stem}.json").read_text())) for stem in NOTEBOOKS}
     if os.environ.get("ARML_UPDATE_REGRESSION") == "1" or not BASELINE.exists():
         BASELINE.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"tolerance_abs": 0.03, "note": "quick profile, seeded CPU runs; mIoU fractions", "miou": current}
+        payload = {
+            "tolerance_abs": 0.03,
+            "note": "quick profile, seeded CPU runs; mIoU fractions",
+            "miou": current,
+        }
         BASELINE.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         pytest.skip(f"baseline written to {BASELINE}; commit it")
     baseline = json.loads(BASELINE.read_text())
