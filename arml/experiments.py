@@ -85,8 +85,9 @@ def ttest(a, b) -> float:
     from scipy import stats
 
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 2 or b.size < 2 or (a.std() == 0 and b.std() == 0):
-        return float("nan")
+    scale = max(np.abs(a).max(), np.abs(b).max(), 1.0)
+    if a.size < 2 or b.size < 2 or (np.ptp(a) <= 1e-9 * scale and np.ptp(b) <= 1e-9 * scale):
+        return float("nan")  # no spread in either group: the t statistic is undefined
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
