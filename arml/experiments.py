@@ -161,7 +161,10 @@ class Experiment:
         from arml.stage1 import generate_pseudo_masks
 
         config = self.profile.pseudo_config(**overrides)
-        key = config_hash({"run": Path(run).name, **asdict(config)})
+        # Key by the classifier's weights too: retraining a run folder (e.g. after a code change) must not
+        # reuse pseudo masks made by the old weights.
+        weights = hashlib.sha256((Path(run) / "classifier.pt").read_bytes()).hexdigest()[:12]
+        key = config_hash({"run": Path(run).name, "weights": weights, **asdict(config)})
         name = f"pm-{config.method}-{key}"
         result = generate_pseudo_masks(run, name, self.data_root, config, progress=self.progress)
         return {"name": name, **result}
