@@ -117,3 +117,11 @@ def result_fields(config: dict) -> dict:
     """A config without the fields that cannot change a run's result (progress bars, device, workers,
     where the data lives): what a resumed or cached run must agree on."""
     return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Write ``data`` as indented JSON through :func:`atomic_write` (both stages' run files use this)."""
+    import json
+
+    text = json.dumps(data, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from arml.datasets import DATASETS, TrainDataset
 from arml.models import Classifier, create_classifier
 from arml.runtime import (
-    atomic_write,
     load_checkpoint,
     resolve_device,
     result_fields,
@@ -35,6 +34,7 @@ from arml.runtime import (
     seed_everything,
     set_poly_lr,
     set_rng_state,
+    write_json,
 )
 
 RECIPES = ("paper", "official")
@@ -152,10 +152,6 @@ def train_transform(config: ClsConfig) -> v2.Compose:
     return lambda image: (compose(image),)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
-
-
 def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) -> Classifier:
     """Train the stage-1 classifier; write ``config.json``, ``last.pt``, ``history.json``, ``classifier.pt``.
 
@@ -176,7 +172,7 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
             )
         if (out / "classifier.pt").exists():
             return load_classifier(out)
-    _write_json(saved, config.to_dict())
+    write_json(saved, config.to_dict())
 
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -239,7 +235,7 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
                 "rng": rng_state(generator),
             },
         )
-        _write_json(out / "history.json", {"history": history})
+        write_json(out / "history.json", {"history": history})
 
     model.ars_enabled = model.ars.parts is not None
     save_checkpoint(out / "classifier.pt", {"model": model.state_dict(), "config": config.to_dict()})

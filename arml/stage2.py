@@ -62,7 +62,6 @@ from arml.metrics import SegmentationMetrics
 from arml.models import SEGMENTERS, create_segmenter
 from arml.runtime import (
     RUNTIME_FIELDS,
-    atomic_write,
     load_checkpoint,
     resolve_device,
     rng_state,
@@ -70,6 +69,7 @@ from arml.runtime import (
     seed_everything,
     set_poly_lr,
     set_rng_state,
+    write_json,
 )
 
 RECIPES = ("paper", "official")
@@ -416,7 +416,7 @@ def metrics_to_json(result: dict) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(_to_json(data), indent=2) + "\n"))
+    write_json(path, _to_json(data))
 
 
 def _config_diff(saved: dict, config: SegConfig) -> list[str]:
