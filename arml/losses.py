@@ -148,19 +148,44 @@ def pointwise_loss(
     return 0.5 * (terms[0] + terms[1])
 
 
+def _centered_gram(e: Tensor) -> tuple[Tensor, torch.dtype]:
+    """``B×B`` Gram matrix of the rows of ``e`` after removing their mean, in float64 where the device has it.
+
+    Distances and angles are translation invariant, so centring changes nothing but the size of the numbers:
+    every relation below is read off this matrix (``‖e_i − e_j‖² = G_ii + G_jj − 2·G_ij``), which costs one
+    ``B×D`` matmul instead of the ``B×B×D`` tensor of difference vectors the angle term would otherwise need.
+    Float64 keeps the differences of large Gram entries exact enough (MPS has no float64: float32 there).
+    """
+    work = torch.float32 if e.device.type == "mps" else torch.float64
+    x = e.to(work)
+    x = x - x.mean(dim=0, keepdim=True)
+    return x @ x.t(), e.dtype
+
+
 def _normalized_distances(e: Tensor) -> Tensor:
     """``B×B`` Euclidean distances (diagonal 0) divided by the mean of the positive ones, as RKD does."""
-    squared = e.pow(2).sum(dim=1)
-    d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * e @ e.t()).clamp(min=1e-12)
-    d = d2.sqrt() * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
+    g, dtype = _centered_gram(e)
+    squared = torch.diagonal(g)
+    d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * g).clamp(min=1e-12)
+    d = d2.sqrt() * (1 - torch.eye(len(e), device=e.device, dtype=g.dtype))
     mean_positive = d.sum() / (d > 0).sum().clamp(min=1)
-    return d / mean_positive.clamp(min=1e-12)
+    return (d / mean_positive.clamp(min=1e-12)).to(dtype)
 
 
 def _angles(e: Tensor) -> Tensor:
-    """``B×B×B`` cosines ``[k, i, j] = <unit(e_i − e_k), unit(e_j − e_k)>`` by one batched matmul."""
-    unit = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # [k, i] = unit(e_i - e_k), B×B×D
-    return torch.bmm(unit, unit.transpose(1, 2))
+    """``B×B×B`` cosines ``[k, i, j] = <unit(e_i − e_k), unit(e_j − e_k)>`` from the Gram matrix.
+
+    ``<e_i − e_k, e_j − e_k> = G_ij − G_ki − G_kj + G_kk``; a difference vector of (relative) length 0, as
+    ``i = k``, is the zero vector and gives cosine 0, as ``F.normalize`` does in RKD's reference code.
+    """
+    g, dtype = _centered_gram(e)
+    diag = torch.diagonal(g)
+    inner = g.unsqueeze(0) - g.unsqueeze(2) - g.unsqueeze(1) + diag.view(-1, 1, 1)  # [k, i, j]
+    norm2 = torch.diagonal(inner, dim1=1, dim2=2)  # [k, i] = ‖e_i − e_k‖²
+    tiny = 1e-12 * diag.detach().max().clamp(min=1e-30)  # below this a difference is rounding noise
+    nonzero = norm2 > tiny
+    inv = torch.where(nonzero, norm2.clamp(min=tiny).rsqrt(), torch.zeros_like(norm2))
+    return (inner * inv.unsqueeze(2) * inv.unsqueeze(1)).to(dtype)
 
 
 def _rkd(student: Tensor, teachers: tuple[Tensor, ...], alpha: float, beta: float) -> Tensor:
@@ -217,7 +242,7 @@ def rkd_angle_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
     For every anchor k, ``e_{k,i} = (s_i − s_k)/‖s_i − s_k‖`` (zero vectors stay zero) and
     ``cos_{k,i,j} = <e_{k,i}, e_{k,j}>``; Huber (β = 1) between student and teacher cosines averaged over all
-    B×B×B entries. Memory is O(B²·D) for the unit vectors and O(B³) for the cosines.
+    B×B×B entries. Computed from the B×B Gram matrix: O(B²·D) time, O(B³) memory (no B×B×D tensor).
 
     Args:
         student: ``B×...`` embeddings, ``B >= 2``; gradients flow here.

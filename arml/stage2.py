@@ -12,15 +12,13 @@ peer, and the ensemble (mean of the peers' softmax probabilities).
 times per batch in train mode; only the first pass is trained, the two extra passes (under ``no_grad``,
 differing only by dropout) are the voters and teachers.
 
-Cost: the angle term of L_st builds unit vectors for all B² pairs of images, O(B²·D) memory with
-D = C·H·W per image. For the paper profile (B = 20, C = 4, 224×224, D = 200,704) one such float32 tensor
-holds 20·20·200,704 = 8.0e7 values = 321 MB (306 MiB). The student keeps its pairwise differences and unit
-vectors for the backward pass, which adds their gradients, and each teacher makes the same two tensors
-transiently, so one peer's L_st forward + backward peaks near six of them, about 2 GB (measured: 2.0 GiB
-and 6–12 s on 2 CPU cores, ``benchmarks/stage2_speed.py``). The trainer backpropagates the peers' losses one
-after the other, so only one such graph is alive at a time; the three networks' activations, however, are
-all held until the last peer's backward (3× one network's, where the official recipe holds one network's
-plus two inference passes).
+Cost: L_st reads every distance and angle off the B×B Gram matrix of the batch (:func:`arml.losses.structure_loss`),
+so it costs one B×D matmul per network rather than the B×B×D tensor of difference vectors of the released
+code (321 MB per copy at the paper's B = 20, D = 4·224·224). Measured with ``benchmarks/stage2_speed.py``
+on 2 CPU cores: one forward + backward at that size takes 0.30 s and peaks at 340 MiB, inputs included
+(the difference-vector version: 6–12 s and 2.0 GiB). The trainer backpropagates the peers' losses one
+after the other; the three networks' activations are all held until the last peer's backward (3× one
+network's, where the official recipe holds one network's plus two inference passes).
 
 Outputs in ``out``: ``config.json``, ``last.pt`` (every epoch: weights, optimisers, step, history, best score,
 RNG states), ``best.pt`` (all peers' weights at the best F_a validation mIoU), ``history.json`` and

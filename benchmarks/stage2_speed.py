@@ -166,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_loss:
         batch, channels, size = 20, 4, 224
         d = channels * size * size
-        estimate = batch * batch * d * 4
+        inputs = 3 * batch * d * 4  # student and two teachers, float32
         cost = structure_loss_cost(batch, channels, size, args.repeat, args.device, args.threads)
         peak = "n/a" if cost["peak_bytes"] is None else f"{cost['peak_bytes'] / 2**20:.0f} MiB"
         print(f"structure_loss forward+backward, B={batch}, {channels}x{size}x{size} (D={d:,}):")
         print(f"  time {cost['seconds']:.2f} s (first run {cost['first_seconds']:.2f} s), peak memory {peak}")
-        print(f"  one B×B×D float32 tensor of unit vectors: {estimate / 2**20:.0f} MiB")
+        print(f"  the three B×D float32 inputs alone: {inputs / 2**20:.0f} MiB (relations come from B×B Gram matrices)")
     return 0
 
 

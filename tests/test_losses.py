@@ -164,6 +164,25 @@ def test_rkd_angle_matches_triple_loop():
     torch.testing.assert_close(losses.rkd_angle_loss(s, t), total / 64)
 
 
+def test_rkd_angles_from_gram_match_difference_vectors_far_from_origin():
+    # The Gram route subtracts large numbers; centring + float64 must keep it exact where naive float32
+    # Gram arithmetic would lose the small differences of embeddings sitting far from the origin.
+    e = _rand(6, 2000) + 1e3
+    unit = torch.nn.functional.normalize(e.double().unsqueeze(0) - e.double().unsqueeze(1), dim=2)
+    expected = torch.bmm(unit, unit.transpose(1, 2)).float()
+    torch.testing.assert_close(losses._angles(e), expected, atol=1e-5, rtol=0)
+
+
+def test_rkd_angles_duplicate_rows_give_zero_cosine_and_finite_gradient():
+    e = _rand(4, 6)
+    e = torch.cat([e, e[1:2]]).requires_grad_(True)  # rows 1 and 4 are the same sample
+    cos = losses._angles(e)
+    assert cos[1, 4].abs().max().item() == 0 and cos[4, 1].abs().max().item() == 0
+    assert cos[0, 1, 1].item() == pytest.approx(1.0)
+    cos.sum().backward()
+    assert torch.isfinite(e.grad).all()
+
+
 def test_rkd_distance_matches_loop():
     s, t = _rand(3, 4), _rand(3, 4, seed=1)
 
