@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arml.experiments import REPO_ROOT
+from arml.experiments import REPO_ROOT, default_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = (
@@ -68,6 +68,38 @@ def strip_noise(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def changed_parameters(source: Path, params: dict) -> dict:
+    """The entries of ``params`` that differ from the defaults in the notebook's ``parameters`` cell.
+
+    Papermill injects a cell only when this is non-empty, so the reference run (profile ``cpu``, default
+    folders) leaves the committed notebooks with their own parameters cell and no machine-specific paths.
+    """
+    import ast
+
+    import papermill as pm
+
+    defaults = {}
+    for name, info in pm.inspect_notebook(str(source)).items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            continue  # not a literal: always pass the value explicitly
+    return {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
+
+
+def without_injected_cells(path: Path):
+    """The notebook at ``path`` minus any ``injected-parameters`` cell a previous papermill run left in it.
+
+    Papermill replaces such a cell only when it injects new values; with nothing to inject the stale one
+    (say, ``PROFILE = "quick"`` from an earlier run written over the committed notebooks) would still run.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    return nb
+
+
 def _describe_failure(err: Exception) -> str:
     cell = getattr(err, "exec_count", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
@@ -102,8 +134,9 @@ def run_notebooks(
         "PROFILE": profile,
         "DATA_ROOT": str(data_root) if data_root else None,
         "DATASET": dataset,
-        "RESULTS_DIR": str(results),
-        "FIGURES_DIR": str(figures),
+        # None = the notebook's own default (<repo>/results, <repo>/figures), written as such in the notebook
+        "RESULTS_DIR": None if results == default_dir("results").resolve() else str(results),
+        "FIGURES_DIR": None if figures == default_dir("figures").resolve() else str(figures),
     }
     runs: list[NotebookRun] = []
     for stem in select(only):
@@ -113,9 +146,9 @@ def run_notebooks(
         started = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(source),
+                without_injected_cells(source),
                 str(target),
-                parameters=params,
+                parameters=changed_parameters(source, params),
                 kernel_name="python3",
                 cwd=str(NOTEBOOK_DIR),
                 progress_bar=progress,

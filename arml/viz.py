@@ -436,7 +436,7 @@ def relation_heatmaps(
     return fig
 
 
-def score_bars(
+def score_plot(
     ours: dict[str, object],
     paper: dict[str, object] | None = None,
     ylabel: str = "test mIoU (%)",
@@ -444,24 +444,39 @@ def score_bars(
     ours_title: str = "ours",
     paper_title: str = "paper",
 ) -> Figure:
-    """Bars with std error bars, one per row (``name → (mean, std)`` in percent); the paper in its own panel."""
+    """Points with ±std error bars, one per row (``name → (mean, std)`` in percent); the paper in its own panel.
+
+    Points rather than bars: the axis zooms on the values (differences of a point or two are what matter),
+    and a bar cut off above zero would exaggerate them. A std of 0 (one seed) draws no error bar.
+    """
     sets = [(ours_title, ours)] + ([(paper_title, paper)] if paper is not None else [])
     n = max(len(v) for _, v in sets)
     fig = Figure(figsize=(min(3 + 0.7 * n, 7) * len(sets), 3.8), layout="constrained")
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
     for ax, (name, rows) in zip(axes, sets, strict=True):
-        mean, std = np.array([_score_pair(v) for v in rows.values()]).T
-        ax.bar(range(len(rows)), mean, yerr=std, capsize=4, color="tab:blue", alpha=0.8)
+        mean, std = np.array([_score_pair(v) for v in rows.values()], dtype=float).reshape(-1, 2).T
+        x = np.arange(len(rows))
+        spread = np.isfinite(std) & (std > 0)
+        ax.plot(x, mean, "o", color="tab:blue", markersize=7, zorder=3)
+        if spread.any():
+            ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="tab:blue", capsize=5)
         finite = np.isfinite(mean)
-        if finite.any():  # zoom on the bars' range, error bars included; the axis need not start at 0
-            low, high = (mean - std)[finite].min(), (mean + std)[finite].max()
-            span = max(high - low, 1.0)
-            ax.set_ylim(max(0.0, low - span), high + 0.2 * span)
-        bottom, top = ax.get_ylim()
-        for i in np.flatnonzero(finite):  # the value, written at the foot of its bar
-            y = bottom + 0.04 * (top - bottom)
-            ax.text(i, y, f"{mean[i]:.1f}", ha="center", va="bottom", fontsize=8, color="white")
-        ax.set_xticks(range(len(rows)), list(rows), rotation=20, ha="right")
+        if finite.any():
+            err = np.where(spread, std, 0.0)
+            low, high = (mean - err)[finite].min(), (mean + err)[finite].max()
+            pad = max(high - low, 1.0) * 0.25
+            ax.set_ylim(low - pad, high + pad)
+        for i in np.flatnonzero(finite):  # the value, written beside its point
+            ax.annotate(
+                f"{mean[i]:.1f}",
+                (x[i], mean[i]),
+                xytext=(7, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.set_xticks(x, list(rows), rotation=20, ha="right")
         ax.set(ylabel=ylabel, title=name)
         ax.grid(axis="y", alpha=0.3)
     if title:
@@ -489,7 +504,10 @@ def per_class_bars(
     ax.set_xticks(x, list(class_names))
     ax.set(xlabel="class", ylabel=ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(len(rows), 3))
+    # Below the axes, so that no bar is hidden behind it
+    ax.legend(
+        fontsize=8, ncol=min(len(rows), 6), loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False
+    )
     if title:
         ax.set_title(title, fontsize=10)
     return fig

@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         peak = "n/a" if cost["peak_bytes"] is None else f"{cost['peak_bytes'] / 2**20:.0f} MiB"
         print(f"structure_loss forward+backward, B={batch}, {channels}x{size}x{size} (D={d:,}):")
         print(f"  time {cost['seconds']:.2f} s (first run {cost['first_seconds']:.2f} s), peak memory {peak}")
-        print(f"  the three B×D float32 inputs alone: {inputs / 2**20:.0f} MiB (relations come from B×B Gram matrices)")
+        print(
+            f"  the three B×D float32 inputs alone: {inputs / 2**20:.0f} MiB (relations come from B×B Gram matrices)"
+        )
     return 0
 
 

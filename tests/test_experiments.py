@@ -7,7 +7,16 @@ import pytest
 
 from arml.experiments import config_hash, mean_std, notebook_setup, save_results, to_jsonable, ttest
 from arml.profiles import PROFILES, get_profile
-from arml.reproduce import NOTEBOOKS, NotebookRun, select, strip_noise, summary_table
+from arml.reproduce import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    NotebookRun,
+    changed_parameters,
+    select,
+    strip_noise,
+    summary_table,
+    without_injected_cells,
+)
 
 
 def test_config_hash_ignores_runtime_fields_only():
@@ -79,3 +88,24 @@ def test_strip_noise_and_summary(tmp_path):
     (tmp_path / "01_cam_baselines.json").write_text(json.dumps({"headline": "gradcam 0.61"}))
     table = summary_table([NotebookRun("01_cam_baselines", True, 90.0, path)], tmp_path)
     assert "gradcam 0.61" in table and "1.5 min" in table
+
+
+def test_changed_parameters_keeps_only_what_differs_from_the_notebook(tmp_path):
+    source = NOTEBOOK_DIR / f"{NOTEBOOKS[0]}.ipynb"  # parameters cell: PROFILE = "cpu", DATA_ROOT = None, …
+    same = {"PROFILE": "cpu", "DATA_ROOT": None, "DATASET": "luad", "RESULTS_DIR": None, "FIGURES_DIR": None}
+    assert changed_parameters(source, same) == {}  # the reference run injects nothing
+    other = {**same, "PROFILE": "quick", "RESULTS_DIR": str(tmp_path), "NEW": 1}
+    assert changed_parameters(source, other) == {"PROFILE": "quick", "RESULTS_DIR": str(tmp_path), "NEW": 1}
+
+
+def test_without_injected_cells_drops_a_stale_parameters_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('PROFILE = "cpu"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('PROFILE = "quick"', metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(PROFILE)"),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    clean = without_injected_cells(path)
+    assert [c.source for c in clean.cells] == ['PROFILE = "cpu"', "print(PROFILE)"]

@@ -14,7 +14,7 @@ from arml.viz import (
     prediction_grid,
     relation_heatmaps,
     relation_matrices,
-    score_bars,
+    score_plot,
     sweep_plot,
     swv_panel,
     swv_weight_map,
@@ -103,8 +103,13 @@ def test_sweep_and_bar_plots():
     assert len(sweep_plot(["a"], [1.0]).axes) == 1
     with pytest.raises(ValueError, match="2 values for 3 labels"):
         sweep_plot(["1", "2", "3"], [1, 2])
-    fig = score_bars({"CE": (50, 1), "L_st": (55, 2)}, {"CE": (67.97, 0.28)}, title="b")
+    fig = score_plot({"CE": (50, 1), "L_st": (55, 2)}, {"CE": (67.97, 0.28)}, title="b")
     assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["CE", "L_st"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["50.0", "55.0"]
+    low, high = fig.axes[0].get_ylim()
+    assert low < 49 and high > 57  # the error bars fit inside the zoomed axis
+    one_seed = score_plot({"CE": (50, 0), "KL": 51.0})
+    assert not one_seed.axes[0].collections  # std 0 everywhere: no error bars drawn
     fig = per_class_bars(
         {"base": ([1, 2, None, 4], None), "full": ([2, 3, 4, 5], [0.1] * 4)}, ["a", "b", "c", "d"]
     )
