@@ -41,7 +41,10 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 regress: $(STAMP)
-	ARML_PROFILE=$(PROFILE) $(BIN)/python -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg \
+	# nbval re-runs the committed notebooks: their results and figures go to build/regress, not over the
+	# reference run's results/ and figures/ (cached stages in runs/ are reused)
+	ARML_PROFILE=$(PROFILE) ARML_RESULTS=$(CURDIR)/build/regress/results ARML_FIGURES=$(CURDIR)/build/regress/figures \
+		$(BIN)/python -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg \
 		-p no:cacheprovider notebooks/
 
 lint: $(STAMP)
