@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from arml.profiles import Profile, get_profile
-from arml.runtime import atomic_write, result_fields
+from arml.runtime import atomic_write, result_fields, to_jsonable, write_json  # noqa: F401 (to_jsonable re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,23 +38,6 @@ def config_hash(config: dict, length: int = 10) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def to_jsonable(value):
-    """numpy scalars/arrays → Python, NaN/inf → ``None`` (valid JSON), tuples → lists, recursively."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def default_dir(kind: str) -> Path:
     """``<repo>/<kind>`` unless ``$ARML_<KIND>`` says otherwise (kinds: runs, results, figures, data)."""
     env = os.environ.get(f"ARML_{kind.upper()}")
@@ -63,9 +46,7 @@ def default_dir(kind: str) -> Path:
 
 def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<stem>.json`` (default ``<repo>/results``) with NaN as null, atomically."""
-    path = Path(folder or default_dir("results")) / f"{stem}.json"
-    text = json.dumps(to_jsonable(payload), indent=2)
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return write_json(Path(folder or default_dir("results")) / f"{stem}.json", payload)
 
 
 def mean_std(values) -> dict[str, float]:

@@ -119,9 +119,33 @@ def result_fields(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
 
 
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """``"key: old → new"`` for every result field (see :func:`result_fields`) that differs."""
+    saved, current = result_fields(saved), result_fields(current)
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def to_jsonable(value):
+    """NumPy arrays/scalars → lists/numbers, NaN/inf → ``None`` (valid JSON), tuples → lists, paths → str."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def write_json(path: str | Path, data) -> Path:
-    """Write ``data`` as indented JSON through :func:`atomic_write` (both stages' run files use this)."""
+    """Write ``data`` (through :func:`to_jsonable`) as indented JSON, atomically; every JSON file uses this."""
     import json
 
-    text = json.dumps(data, indent=2) + "\n"
+    text = json.dumps(to_jsonable(data), indent=2) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))

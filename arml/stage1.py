@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from arml.datasets import DATASETS, TrainDataset
 from arml.models import Classifier, create_classifier
 from arml.runtime import (
+    config_changes,
     load_checkpoint,
     resolve_device,
-    result_fields,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -166,9 +166,11 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
     saved = out / "config.json"
     if saved.exists() and resume:
         previous = json.loads(saved.read_text())
-        if result_fields(previous) != result_fields(config.to_dict()):
+        changes = config_changes(previous, config.to_dict())
+        if changes:
             raise ValueError(
-                f"{out} holds a stage-1 run with a different config; pick another folder or pass resume=False"
+                f"{out} holds a stage-1 run with a different config ({'; '.join(changes)}); pick another "
+                "folder or pass resume=False"
             )
         if (out / "classifier.pt").exists():
             return load_classifier(out)

@@ -59,7 +59,7 @@ from arml.losses import NORMALIZATIONS, RELATION_LOSSES, mutual_loss
 from arml.metrics import SegmentationMetrics
 from arml.models import SEGMENTERS, create_segmenter
 from arml.runtime import (
-    RUNTIME_FIELDS,
+    config_changes,
     load_checkpoint,
     resolve_device,
     rng_state,
@@ -67,6 +67,7 @@ from arml.runtime import (
     seed_everything,
     set_poly_lr,
     set_rng_state,
+    to_jsonable,
     write_json,
 )
 
@@ -395,36 +396,13 @@ def evaluate_models(
     return {name: metrics_to_json(s.compute()) for name, s in scores.items()}
 
 
-def _to_json(value):
-    """NumPy arrays/scalars → lists/numbers, non-finite floats → None, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_to_json(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def metrics_to_json(result: dict) -> dict:
     """A :meth:`SegmentationMetrics.compute` result with lists instead of arrays and None instead of NaN."""
-    return _to_json(result)
-
-
-def _write_json(path: Path, data) -> None:
-    write_json(path, _to_json(data))
-
-
-def _config_diff(saved: dict, config: SegConfig) -> list[str]:
-    current = config.to_dict()
-    keys = sorted((set(saved) | set(current)) - set(RUNTIME_FIELDS))
-    return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return to_jsonable(result)
 
 
 def _check_same_config(saved: dict, config: SegConfig, source: Path) -> None:
-    diff = _config_diff(saved, config)
+    diff = config_changes(saved, config.to_dict())
     if diff:
         raise ValueError(
             f"{source} belongs to a run with a different configuration ({'; '.join(diff)}); use another output "
@@ -574,7 +552,7 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
         for name in _RUN_FILES:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", config.to_dict())
+    write_json(out / "config.json", config.to_dict())
 
     seed_everything(config.seed)
     device = _check_device(config.device)
@@ -666,7 +644,7 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
                 "rng": rng_state(loader_generator),
             },
         )
-        _write_json(out / "history.json", {"history": history})
+        write_json(out / "history.json", {"history": history})
 
     best = load_checkpoint(out / "best.pt")
     for m, weights in zip(models, best["models"], strict=True):
@@ -684,8 +662,8 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
         split="test",
         dataset=config.dataset,
     )
-    _write_json(out / "metrics.json", metrics)
-    return _to_json(metrics)
+    write_json(out / "metrics.json", metrics)
+    return to_jsonable(metrics)
 
 
 def load_config(run_dir: str | Path) -> SegConfig:
@@ -749,7 +727,7 @@ def evaluate(
     metrics.update(
         best_epoch=best["epoch"], val_miou=best["val_miou"], split=split, dataset=dataset or config.dataset
     )
-    return _to_json(metrics)
+    return to_jsonable(metrics)
 
 
 def format_metrics(metrics: dict, class_names: Sequence[str] | str | None = None) -> str:
