@@ -162,8 +162,12 @@ def _centered_gram(e: Tensor) -> tuple[Tensor, torch.dtype]:
     return x @ x.t(), e.dtype
 
 
-def _normalized_distances(e: Tensor) -> Tensor:
-    """``B×B`` Euclidean distances (diagonal 0) divided by the mean of the positive ones, as RKD does."""
+def normalized_distances(e: Tensor) -> Tensor:
+    """The relations L_dist compares, Eq. (6): ``B×B`` distances between the rows of ``e``, over their mean.
+
+    Euclidean distances (diagonal 0) divided by the mean of the positive ones, as RKD does, so the
+    relation is invariant to a global rescaling. ``e`` is ``B×D`` (one flattened sample per row).
+    """
     g, dtype = _centered_gram(e)
     squared = torch.diagonal(g)
     d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * g).clamp(min=1e-12)
@@ -172,8 +176,10 @@ def _normalized_distances(e: Tensor) -> Tensor:
     return (d / mean_positive.clamp(min=1e-12)).to(dtype)
 
 
-def _angles(e: Tensor) -> Tensor:
-    """``B×B×B`` cosines ``[k, i, j] = <unit(e_i − e_k), unit(e_j − e_k)>`` from the Gram matrix.
+def angle_cosines(e: Tensor) -> Tensor:
+    """The relations L_ang compares, Eq. (7): ``B×B×B`` cosines ``[k, i, j] = <unit(e_i − e_k), unit(e_j − e_k)>``.
+
+    The angle at vertex ``k`` of the triangle of samples ``(i, k, j)``, computed from the Gram matrix.
 
     ``<e_i − e_k, e_j − e_k> = G_ij − G_ki − G_kj + G_kk``; a difference vector of (relative) length 0, as
     ``i = k``, is the zero vector and gives cosine 0, as ``F.normalize`` does in RKD's reference code.
@@ -206,7 +212,7 @@ def _rkd(student: Tensor, teachers: tuple[Tensor, ...], alpha: float, beta: floa
     s = student.flatten(1).to(dtype)
     loss = s.sum() * 0
     with torch.autocast(s.device.type, enabled=False):
-        for weight, relation in ((alpha, _normalized_distances), (beta, _angles)):
+        for weight, relation in ((alpha, normalized_distances), (beta, angle_cosines)):
             if weight == 0:
                 continue
             mine = relation(s)

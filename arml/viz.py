@@ -383,7 +383,7 @@ def relation_matrices(logits, target=None, ignore_index: int = IGNORE_INDEX) -> 
     """
     import torch
 
-    from arml.losses import _angles, _normalized_distances
+    from arml.losses import angle_cosines, normalized_distances
 
     x = torch.as_tensor(_numpy(logits)).float()
     if x.dim() != 4 or x.shape[0] < 2:
@@ -393,7 +393,7 @@ def relation_matrices(logits, target=None, ignore_index: int = IGNORE_INDEX) -> 
         x = x.masked_fill((t == ignore_index).unsqueeze(1), 0)
     e = x.flatten(1)
     with torch.no_grad():
-        return _normalized_distances(e).numpy(), _angles(e).numpy()
+        return normalized_distances(e).numpy(), angle_cosines(e).numpy()
 
 
 def relation_heatmaps(

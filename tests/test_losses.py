@@ -164,19 +164,30 @@ def test_rkd_angle_matches_triple_loop():
     torch.testing.assert_close(losses.rkd_angle_loss(s, t), total / 64)
 
 
+def test_relations_by_hand():
+    line = torch.tensor([[0.0], [1.0], [3.0]])  # distances 1, 3, 2: mean 2
+    expected = torch.tensor([[0.0, 0.5, 1.5], [0.5, 0.0, 1.0], [1.5, 1.0, 0.0]])
+    torch.testing.assert_close(losses.normalized_distances(line), expected)
+    triangle = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # right angle at sample 0
+    cos = losses.angle_cosines(triangle)
+    assert cos[0, 1, 2].item() == pytest.approx(0.0, abs=1e-6)
+    assert cos[1, 0, 2].item() == pytest.approx(2**-0.5)  # 45° at sample 1
+    assert cos[2, 0, 0].item() == pytest.approx(1.0) and cos[2, 2, 0].item() == 0
+
+
 def test_rkd_angles_from_gram_match_difference_vectors_far_from_origin():
     # The Gram route subtracts large numbers; centring + float64 must keep it exact where naive float32
     # Gram arithmetic would lose the small differences of embeddings sitting far from the origin.
     e = _rand(6, 2000) + 1e3
     unit = torch.nn.functional.normalize(e.double().unsqueeze(0) - e.double().unsqueeze(1), dim=2)
     expected = torch.bmm(unit, unit.transpose(1, 2)).float()
-    torch.testing.assert_close(losses._angles(e), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(losses.angle_cosines(e), expected, atol=1e-5, rtol=0)
 
 
 def test_rkd_angles_duplicate_rows_give_zero_cosine_and_finite_gradient():
     e = _rand(4, 6)
     e = torch.cat([e, e[1:2]]).requires_grad_(True)  # rows 1 and 4 are the same sample
-    cos = losses._angles(e)
+    cos = losses.angle_cosines(e)
     assert cos[1, 4].abs().max().item() == 0 and cos[4, 1].abs().max().item() == 0
     assert cos[0, 1, 1].item() == pytest.approx(1.0)
     cos.sum().backward()
