@@ -44,6 +44,15 @@ def default_dir(kind: str) -> Path:
     return Path(env) if env else REPO_ROOT / kind
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (what the notebooks print), else as is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<stem>.json`` (default ``<repo>/results``) with NaN as null, atomically."""
     return write_json(Path(folder or default_dir("results")) / f"{stem}.json", payload)

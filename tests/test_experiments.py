@@ -109,3 +109,10 @@ def test_without_injected_cells_drops_a_stale_parameters_cell(tmp_path):
     nbformat.write(nb, path)
     clean = without_injected_cells(path)
     assert [c.source for c in clean.cells] == ['PROFILE = "cpu"', "print(PROFILE)"]
+
+
+def test_repo_relative():
+    from arml.experiments import REPO_ROOT, repo_relative
+
+    assert repo_relative(REPO_ROOT / "results" / "x.json") == "results/x.json"
+    assert repo_relative("/elsewhere/x.json") == "/elsewhere/x.json"
