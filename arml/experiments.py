@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from arml.profiles import Profile, get_profile
-from arml.runtime import atomic_write, result_fields, to_jsonable, write_json  # noqa: F401 (to_jsonable re-exported)
+from arml.runtime import load_checkpoint, result_fields, weights_digest, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +153,7 @@ class Experiment:
         config = self.profile.pseudo_config(**overrides)
         # Key by the classifier's weights too: retraining a run folder (e.g. after a code change) must not
         # reuse pseudo masks made by the old weights.
-        weights = hashlib.sha256((Path(run) / "classifier.pt").read_bytes()).hexdigest()[:12]
+        weights = weights_digest(load_checkpoint(Path(run) / "classifier.pt")["model"])
         key = config_hash({"run": Path(run).name, "weights": weights, **asdict(config)})
         name = f"pm-{config.method}-{key}"
         result = generate_pseudo_masks(run, name, self.data_root, config, progress=self.progress)

@@ -110,6 +110,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:
+    """A short SHA-256 of a state dict's names, dtypes, shapes and values.
+
+    Hashing the checkpoint file instead would not do: ``torch.save`` writes a fresh random serialisation id
+    into every file, so two saves of the same weights differ byte for byte.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:length]
+
+
 RUNTIME_FIELDS = ("progress", "device", "num_workers", "data_root", "eval_batch_size")
 
 

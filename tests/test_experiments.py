@@ -5,7 +5,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from arml.experiments import config_hash, mean_std, notebook_setup, save_results, to_jsonable, ttest
+from arml.experiments import config_hash, mean_std, notebook_setup, save_results, ttest
 from arml.profiles import PROFILES, get_profile
 from arml.reproduce import (
     NOTEBOOK_DIR,
@@ -17,6 +17,7 @@ from arml.reproduce import (
     summary_table,
     without_injected_cells,
 )
+from arml.runtime import to_jsonable
 
 
 def test_config_hash_ignores_runtime_fields_only():
