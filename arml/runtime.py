@@ -120,7 +120,9 @@ def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str
 
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
+        tensor = (
+            state_dict[name].detach().cpu().contiguous().reshape(-1)
+        )  # 0-d tensors cannot be viewed as bytes
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:length]

@@ -102,13 +102,13 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
 
 
 def test_weights_digest_depends_on_values_not_on_the_file(tmp_path):
-    model = torch.nn.Linear(3, 2)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))  # with a 0-d buffer
     save_checkpoint(tmp_path / "a.pt", {"model": model.state_dict()})
     save_checkpoint(tmp_path / "b.pt", {"model": model.state_dict()})
     a, b = (load_checkpoint(tmp_path / n)["model"] for n in ("a.pt", "b.pt"))
     assert weights_digest(a) == weights_digest(b) == weights_digest(model.state_dict())
     with torch.no_grad():
-        model.bias[0] += 1e-6
+        model[0].bias[0] += 1e-6
     assert weights_digest(model.state_dict()) != weights_digest(a)
     renamed = {f"x.{k}": v for k, v in a.items()}
     assert weights_digest(renamed) != weights_digest(a)
