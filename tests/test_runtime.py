@@ -84,21 +84,15 @@ def test_config_changes_ignores_runtime_fields():
 
 def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
     generator = torch.Generator().manual_seed(3)
+
+    def draw():  # one number from every source rng_state covers
+        legacy_numpy = np.random.rand()  # noqa: NPY002 (the legacy global state is what rng_state saves)
+        return random.random(), legacy_numpy, torch.rand(1).item(), torch.rand(1, generator=generator).item()
+
     save_checkpoint(tmp_path / "c.pt", {"rng": rng_state(generator)})
-    first = (
-        random.random(),
-        np.random.rand(),  # noqa: NPY002 (the legacy global state is what rng_state saves)
-        torch.rand(1).item(),
-        torch.rand(1, generator=generator).item(),
-    )  # noqa: NPY002
+    first = draw()
     set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"], generator)
-    again = (
-        random.random(),
-        np.random.rand(),  # noqa: NPY002 (the legacy global state is what rng_state saves)
-        torch.rand(1).item(),
-        torch.rand(1, generator=generator).item(),
-    )  # noqa: NPY002
-    assert first == again
+    assert draw() == first
 
 
 def test_weights_digest_depends_on_values_not_on_the_file(tmp_path):
