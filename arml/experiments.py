@@ -53,6 +53,16 @@ def repo_relative(path: str | Path) -> str:
         return str(path)
 
 
+def classifier_digest(run: str | Path) -> str:
+    """The digest of a stage-1 run's weights: ``weights.json`` as training wrote it, else from ``classifier.pt``."""
+    sidecar = Path(run) / "weights.json"
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())["digest"]
+    return weights_digest(
+        load_checkpoint(Path(run) / "classifier.pt")["model"]
+    )  # runs made before weights.json
+
+
 def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<stem>.json`` (default ``<repo>/results``) with NaN as null, atomically."""
     return write_json(Path(folder or default_dir("results")) / f"{stem}.json", payload)
@@ -75,8 +85,10 @@ def ttest(a, b) -> float:
     from scipy import stats
 
     a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 2 or b.size < 2:
+        return float("nan")
     scale = max(np.abs(a).max(), np.abs(b).max(), 1.0)
-    if a.size < 2 or b.size < 2 or (np.ptp(a) <= 1e-9 * scale and np.ptp(b) <= 1e-9 * scale):
+    if np.ptp(a) <= 1e-9 * scale and np.ptp(b) <= 1e-9 * scale:
         return float("nan")  # no spread in either group: the t statistic is undefined
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
@@ -153,7 +165,7 @@ class Experiment:
         config = self.profile.pseudo_config(**overrides)
         # Key by the classifier's weights too: retraining a run folder (e.g. after a code change) must not
         # reuse pseudo masks made by the old weights.
-        weights = weights_digest(load_checkpoint(Path(run) / "classifier.pt")["model"])
+        weights = classifier_digest(run)
         key = config_hash({"run": Path(run).name, "weights": weights, **asdict(config)})
         name = f"pm-{config.method}-{key}"
         result = generate_pseudo_masks(run, name, self.data_root, config, progress=self.progress)

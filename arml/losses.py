@@ -73,6 +73,16 @@ def _cross_entropy(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     return _masked_mean(ce, valid, logits)
 
 
+def swv_levels(omega: float) -> tuple[float, float]:
+    """The two weights of SWV, Eq. (4): ``(ω, 1/ω)`` where the voters agree / disagree; ω = ∞ gives ``(1, 0)``.
+
+    Raises:
+        ValueError: unless ``1 <= omega <= inf``.
+    """
+    omega = _check_in_range("omega (paper §2.3)", omega, 1.0, math.inf)
+    return (1.0, 0.0) if math.isinf(omega) else (omega, 1.0 / omega)
+
+
 def swv_loss(
     logits: Tensor,
     peer1: Tensor,
@@ -108,11 +118,10 @@ def swv_loss(
     _check_peers(logits, peer1, peer2)
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    omega = _check_in_range("omega (paper §2.3)", omega, 1.0, math.inf)
+    high, low = swv_levels(omega)
     valid = _valid_mask(logits, target, ignore_index)
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
     agree = peer1.detach().argmax(dim=1) == peer2.detach().argmax(dim=1)
-    high, low = (1.0, 0.0) if math.isinf(omega) else (omega, 1.0 / omega)
     weights = torch.where(agree, high, low).to(ce.dtype) * valid
     denominator = weights.sum() if normalize == "weights" else valid.sum().to(ce.dtype)
     if denominator == 0:
@@ -148,7 +157,7 @@ def pointwise_loss(
     return 0.5 * (terms[0] + terms[1])
 
 
-def _centered_gram(e: Tensor) -> tuple[Tensor, torch.dtype]:
+def _centered_gram(e: Tensor) -> Tensor:
     """``B×B`` Gram matrix of the rows of ``e`` after removing their mean, in float64 where the device has it.
 
     Distances and angles are translation invariant, so centring changes nothing but the size of the numbers:
@@ -159,7 +168,25 @@ def _centered_gram(e: Tensor) -> tuple[Tensor, torch.dtype]:
     work = torch.float32 if e.device.type == "mps" else torch.float64
     x = e.to(work)
     x = x - x.mean(dim=0, keepdim=True)
-    return x @ x.t(), e.dtype
+    return x @ x.t()
+
+
+def _distances_from_gram(g: Tensor) -> Tensor:
+    squared = torch.diagonal(g)
+    d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * g).clamp(min=1e-12)
+    d = d2.sqrt() * (1 - torch.eye(len(g), device=g.device, dtype=g.dtype))
+    mean_positive = d.sum() / (d > 0).sum().clamp(min=1)
+    return d / mean_positive.clamp(min=1e-12)
+
+
+def _angles_from_gram(g: Tensor) -> Tensor:
+    diag = torch.diagonal(g)
+    inner = g.unsqueeze(0) - g.unsqueeze(2) - g.unsqueeze(1) + diag.view(-1, 1, 1)  # [k, i, j]
+    norm2 = torch.diagonal(inner, dim1=1, dim2=2)  # [k, i] = ‖e_i − e_k‖²
+    tiny = 1e-12 * diag.detach().max().clamp(min=1e-30)  # below this a difference is rounding noise
+    nonzero = norm2 > tiny
+    inv = torch.where(nonzero, norm2.clamp(min=tiny).rsqrt(), torch.zeros_like(norm2))
+    return inner * inv.unsqueeze(2) * inv.unsqueeze(1)
 
 
 def normalized_distances(e: Tensor) -> Tensor:
@@ -168,12 +195,7 @@ def normalized_distances(e: Tensor) -> Tensor:
     Euclidean distances (diagonal 0) divided by the mean of the positive ones, as RKD does, so the
     relation is invariant to a global rescaling. ``e`` is ``B×D`` (one flattened sample per row).
     """
-    g, dtype = _centered_gram(e)
-    squared = torch.diagonal(g)
-    d2 = (squared.unsqueeze(0) + squared.unsqueeze(1) - 2 * g).clamp(min=1e-12)
-    d = d2.sqrt() * (1 - torch.eye(len(e), device=e.device, dtype=g.dtype))
-    mean_positive = d.sum() / (d > 0).sum().clamp(min=1)
-    return (d / mean_positive.clamp(min=1e-12)).to(dtype)
+    return _distances_from_gram(_centered_gram(e)).to(e.dtype)
 
 
 def angle_cosines(e: Tensor) -> Tensor:
@@ -184,18 +206,11 @@ def angle_cosines(e: Tensor) -> Tensor:
     ``<e_i − e_k, e_j − e_k> = G_ij − G_ki − G_kj + G_kk``; a difference vector of (relative) length 0, as
     ``i = k``, is the zero vector and gives cosine 0, as ``F.normalize`` does in RKD's reference code.
     """
-    g, dtype = _centered_gram(e)
-    diag = torch.diagonal(g)
-    inner = g.unsqueeze(0) - g.unsqueeze(2) - g.unsqueeze(1) + diag.view(-1, 1, 1)  # [k, i, j]
-    norm2 = torch.diagonal(inner, dim1=1, dim2=2)  # [k, i] = ‖e_i − e_k‖²
-    tiny = 1e-12 * diag.detach().max().clamp(min=1e-30)  # below this a difference is rounding noise
-    nonzero = norm2 > tiny
-    inv = torch.where(nonzero, norm2.clamp(min=tiny).rsqrt(), torch.zeros_like(norm2))
-    return (inner * inv.unsqueeze(2) * inv.unsqueeze(1)).to(dtype)
+    return _angles_from_gram(_centered_gram(e)).to(e.dtype)
 
 
 def _rkd(student: Tensor, teachers: tuple[Tensor, ...], alpha: float, beta: float) -> Tensor:
-    """Mean over ``teachers`` of ``α·L_dist + β·L_ang`` on flattened rows; the student's relations once.
+    """Mean over ``teachers`` of ``α·L_dist + β·L_ang`` on flattened rows; one Gram matrix per network.
 
     Runs in (at least) float32 with autocast off: squared norms of 5·224² logits overflow float16.
     """
@@ -212,13 +227,16 @@ def _rkd(student: Tensor, teachers: tuple[Tensor, ...], alpha: float, beta: floa
     s = student.flatten(1).to(dtype)
     loss = s.sum() * 0
     with torch.autocast(s.device.type, enabled=False):
-        for weight, relation in ((alpha, normalized_distances), (beta, angle_cosines)):
+        mine = _centered_gram(s)
+        with torch.no_grad():
+            theirs = [_centered_gram(t.detach().flatten(1).to(dtype)) for t in teachers]
+        for weight, relation in ((alpha, _distances_from_gram), (beta, _angles_from_gram)):
             if weight == 0:
                 continue
-            mine = relation(s)
+            ours = relation(mine).to(dtype)
             with torch.no_grad():
-                theirs = [relation(t.detach().flatten(1).to(dtype)) for t in teachers]
-            loss = loss + weight * sum(F.smooth_l1_loss(mine, r, beta=1.0) for r in theirs) / len(theirs)
+                targets = [relation(g).to(dtype) for g in theirs]
+            loss = loss + weight * sum(F.smooth_l1_loss(ours, r, beta=1.0) for r in targets) / len(targets)
     return loss
 
 

@@ -1,8 +1,8 @@
 """Run the numbered notebooks headless with papermill and collect their results (``arml reproduce``).
 
-Each notebook is executed with kernel ``python3`` and the notebooks folder as working directory. The
-parameters injected into its ``parameters`` cell are ``PROFILE``, ``DATA_ROOT``, ``DATASET``,
-``RESULTS_DIR`` and ``FIGURES_DIR``. Executed copies go to ``OUT/notebooks/``, results to
+Each notebook is executed with kernel ``python3`` and the notebooks folder as working directory. Of
+``PROFILE``, ``DATA_ROOT``, ``DATASET``, ``RESULTS_DIR`` and ``FIGURES_DIR``, papermill injects only those
+that differ from the notebook's own ``parameters`` cell (:func:`changed_parameters`). Executed copies go to ``OUT/notebooks/``, results to
 ``OUT/results/<stem>.json`` and figures to ``OUT/figures/``. With ``OUT`` = the repository root (the
 reference run) the committed notebooks are overwritten with their executed selves, metadata noise
 (timings, papermill bookkeeping) stripped.

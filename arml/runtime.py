@@ -120,9 +120,8 @@ def weights_digest(state_dict: dict[str, torch.Tensor], length: int = 12) -> str
 
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = (
-            state_dict[name].detach().cpu().contiguous().reshape(-1)
-        )  # 0-d tensors cannot be viewed as bytes
+        # flattened: a 0-d tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:length]
@@ -162,7 +161,7 @@ def to_jsonable(value):
 
 
 def write_json(path: str | Path, data) -> Path:
-    """Write ``data`` (through :func:`to_jsonable`) as indented JSON, atomically; every JSON file uses this."""
+    """Write ``data`` (through :func:`to_jsonable`) as indented JSON, atomically (run files and results)."""
     import json
 
     text = json.dumps(to_jsonable(data), indent=2) + "\n"

@@ -34,6 +34,7 @@ from arml.runtime import (
     seed_everything,
     set_poly_lr,
     set_rng_state,
+    weights_digest,
     write_json,
 )
 
@@ -241,6 +242,8 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
 
     model.ars_enabled = model.ars.parts is not None
     save_checkpoint(out / "classifier.pt", {"model": model.state_dict(), "config": config.to_dict()})
+    # The weights' digest, computed while they are in memory: pseudo-mask caches are keyed by it
+    write_json(out / "weights.json", {"digest": weights_digest(model.state_dict())})
     return model.cpu().eval()
 
 

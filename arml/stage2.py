@@ -378,7 +378,7 @@ def evaluate_models(
     """Score each network (``F_a``, ``F_b``, …) and, with ``ensemble``, their mean-softmax ensemble.
 
     Returns:
-        Model name → JSON-ready metrics (:func:`metrics_to_json`) over the whole loader.
+        Model name → JSON-ready metrics (:func:`arml.runtime.to_jsonable`) over the whole loader.
     """
     names = _model_names(len(models)) if ensemble else list(PEER_NAMES[: len(models)])
     scores = {name: SegmentationMetrics(NUM_CLASSES) for name in names}
@@ -393,12 +393,7 @@ def evaluate_models(
             if ENSEMBLE in scores:
                 probs = torch.stack([out.softmax(1) for out in logits]).mean(0)
                 scores[ENSEMBLE].update(probs.argmax(1).cpu(), masks)
-    return {name: metrics_to_json(s.compute()) for name, s in scores.items()}
-
-
-def metrics_to_json(result: dict) -> dict:
-    """A :meth:`SegmentationMetrics.compute` result with lists instead of arrays and None instead of NaN."""
-    return to_jsonable(result)
+    return {name: to_jsonable(s.compute()) for name, s in scores.items()}
 
 
 def _check_same_config(saved: dict, config: SegConfig, source: Path) -> None:

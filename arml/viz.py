@@ -26,6 +26,7 @@ from arml.datasets import (
     parse_image_label,
     read_mask,
 )
+from arml.losses import swv_levels
 from arml.runtime import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -244,14 +245,12 @@ def swv_weight_map(
     Returns:
         Float array of shape ``B×H×W`` (or ``H×W``).
     """
-    if not omega >= 1:
-        raise ValueError(f"omega must be >= 1 (paper §2.3), got {omega!r}")
+    high, low = swv_levels(omega)
     p1, p2 = _numpy(peer1), _numpy(peer2)
     if p1.shape != p2.shape or p1.ndim not in (3, 4):
         raise ValueError(
             f"peer1 and peer2 must share a C×H×W or B×C×H×W shape, got {p1.shape} and {p2.shape}"
         )
-    high, low = (1.0, 0.0) if np.isinf(omega) else (float(omega), 1.0 / omega)
     weights = np.where(p1.argmax(-3) == p2.argmax(-3), high, low)
     if target is not None:
         target = _numpy(target)
@@ -286,11 +285,10 @@ def swv_panel(
         (mask_to_rgb(pred_b, dataset), "F_b argmax (voter)"),
         (mask_to_rgb(pred_c, dataset), "F_c argmax (voter)"),
     ]
-    for ax, (img, name) in zip(axes, panels, strict=False):
+    for ax, (img, name) in zip(axes[:4], panels, strict=True):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(name, fontsize=9)
-    low = 0.0 if np.isinf(omega) else 1.0 / omega
-    high = 1.0 if np.isinf(omega) else float(omega)
+    high, low = swv_levels(omega)
     cmap = colormaps["coolwarm"].with_extremes(bad="0.6")
     shown = axes[4].imshow(
         np.ma.masked_invalid(weights), cmap=cmap, vmin=low, vmax=high, interpolation="nearest"
@@ -871,9 +869,8 @@ def activation_histograms(
     edges = np.histogram_bin_edges(np.concatenate(list(data.values())), bins=bins)
     fig = Figure(figsize=(5.6, 3.4), layout="constrained")
     ax = fig.subplots()
-    for (name, values), colour in zip(
-        data.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False
-    ):
+    for i, (name, values) in enumerate(data.items()):
+        colour = f"C{i}"  # every sample gets a colour (C0-C3 are tab:blue, orange, green, red)
         p99 = np.percentile(values, 99)
         ax.hist(values, bins=edges, alpha=0.5, color=colour, label=f"{name} (p99 {p99:.2f})")
         ax.axvline(p99, color=colour, linestyle="--", linewidth=1)

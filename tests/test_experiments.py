@@ -43,6 +43,7 @@ def test_mean_std_and_ttest():
     assert mean_std([0.5])["std"] == 0.0 and mean_std([None])["n"] == 0
     assert ttest([0.1, 0.11, 0.12], [0.5, 0.51, 0.52]) < 0.001
     assert math.isnan(ttest([0.1], [0.2, 0.3]))
+    assert math.isnan(ttest([], [0.1, 0.2]))  # an empty group: NaN, not an exception
 
 
 def test_profiles_and_env_override(monkeypatch):

@@ -306,3 +306,11 @@ def test_registry_exposes_the_four_relations():
         "kl": losses.kl_loss,
         "crl": losses.crl_loss,
     }
+
+
+def test_swv_levels_by_hand():
+    assert losses.swv_levels(2) == (2.0, 0.5)
+    assert losses.swv_levels(1) == (1.0, 1.0)
+    assert losses.swv_levels(math.inf) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="omega"):
+        losses.swv_levels(0.5)

@@ -77,6 +77,13 @@ def test_finished_run_is_loaded_and_a_changed_config_refused(quick_synth, tmp_pa
     assert _same_weights(first, train_classifier(config, tmp_path / "run"))
     with pytest.raises(ValueError, match="different config"):
         train_classifier(_config(quick_synth, epochs=1, lr=0.1), tmp_path / "run")
+    # The digest training writes is the one the checkpoint gives (pseudo-mask cache keys rely on it)
+    from arml.experiments import classifier_digest
+    from arml.runtime import weights_digest
+
+    assert classifier_digest(tmp_path / "run") == weights_digest(first.state_dict())
+    (tmp_path / "run" / "weights.json").unlink()  # a run made before weights.json existed
+    assert classifier_digest(tmp_path / "run") == weights_digest(first.state_dict())
 
 
 def test_official_schedule_turns_ars_on_from_epoch_index_two(quick_synth, tmp_path):

@@ -92,6 +92,8 @@ def test_other_stage1_figures(tmp_path):
     rng = np.random.default_rng(0)
     hist = activation_histograms({"before": rng.random(100), "after": rng.random(100) / 2})
     assert "p99" in hist.axes[0].get_legend().get_texts()[0].get_text()
+    five = activation_histograms({f"s{i}": rng.random(50) + i for i in range(5)})
+    assert len(five.axes[0].get_legend().get_texts()) == 5  # no sample dropped for want of a colour
     path = savefig(pipeline_diagram(), "pipeline", folder=tmp_path)
     assert path.stat().st_size > 10_000
 

@@ -50,7 +50,7 @@ def test_swv_weight_map_reproduces_swv_loss():
 
 def test_swv_weight_map_errors():
     p1, p2, target = _votes()
-    with pytest.raises(ValueError, match="omega must be >= 1"):
+    with pytest.raises(ValueError, match=r"omega \(paper §2.3\) must be in \[1.0, inf\]"):
         swv_weight_map(p1, p2, omega=0.5)
     with pytest.raises(ValueError, match="share a C×H×W"):
         swv_weight_map(p1, p2[:, :1])
