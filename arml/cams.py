@@ -174,19 +174,23 @@ def _drop_small(mask: np.ndarray, min_size: int, connectivity: int) -> np.ndarra
     return remove_small_objects(mask, min_size=min_size, connectivity=connectivity)
 
 
+def grey_level(images: torch.Tensor) -> torch.Tensor:
+    """``B×H×W`` grey level on the 0..255 scale: ITU-R 601 luma, as ``cv2.cvtColor(RGB2GRAY)`` computes it."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be B×3×H×W in [0,1], got shape {tuple(images.shape)}")
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+    return (images * 255.0 * weights).sum(dim=1)
+
+
 def background_mask(
     images: torch.Tensor, threshold: float = 200.0, min_size: int = 50, connectivity: int = 1
 ) -> torch.Tensor:
     """The LUAD white-background rule (REFERENCE_NOTES §3): grey > ``threshold`` (0..255 scale), then
     white blobs smaller than ``min_size`` pixels are dropped. Returns ``B×H×W`` bool.
 
-    Grey is ITU-R 601 luma, as ``cv2.cvtColor(RGB2GRAY)`` computes it.
+    Grey is :func:`grey_level` (ITU-R 601 luma, as ``cv2.cvtColor(RGB2GRAY)``).
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be B×3×H×W in [0,1], got shape {tuple(images.shape)}")
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
-    grey = (images * 255.0 * weights).sum(dim=1)
-    white = (grey > threshold).cpu().numpy()
+    white = (grey_level(images) > threshold).cpu().numpy()
     out = np.stack([_drop_small(w, min_size, connectivity) for w in white])
     return torch.from_numpy(out).to(images.device)
 

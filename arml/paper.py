@@ -266,10 +266,9 @@ def format_comparison(
     def fmt(row: dict | None, key: str, scale: float, std_key: str | None) -> str:
         if row is None or row.get(key) is None:
             return f"{'–':>{cell}}"
-        if std_key is None:
-            mean, std = row[key]
-        else:
-            mean, std = row[key], row.get(std_key) or 0.0
+        mean, std = row[key] if std_key is None else (row[key], row.get(std_key) or 0.0)
+        if mean is None or mean != mean:  # a missing or NaN score (e.g. a class absent from the split)
+            return f"{'–':>{cell}}"
         return f"{format_score((scale * mean, scale * std)):>{cell}}"
 
     group = cell * len(metrics) + len(metrics) - 1

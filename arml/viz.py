@@ -764,12 +764,12 @@ def background_rule_figure(
     :func:`arml.cams.background_mask`."""
     import torch
 
-    from arml.cams import background_mask
+    from arml.cams import background_mask, grey_level
 
     rgb = to_uint8_image(image)
     x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None]
-    grey = (x[0] * 255 * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy()
-    raw = background_mask(x, threshold, min_size=1)[0].numpy()
+    grey = grey_level(x)[0].numpy()
+    raw = grey > threshold
     kept = background_mask(x, threshold, min_size)[0].numpy()
     after = np.zeros((*kept.shape, 3), dtype=np.uint8)
     after[kept] = 255

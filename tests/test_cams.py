@@ -10,6 +10,7 @@ from arml.cams import (
     compute_cams,
     create_cam,
     grad_cam,
+    grey_level,
     normalize_cams,
     plain_cam,
     zoo_cam,
@@ -155,3 +156,13 @@ def test_label_gate_is_strict_when_present_classes_are_zero():
     cams[0, 3, 0, 1] = 1.0
     masks = cams_to_masks(cams, torch.tensor([[0, 0, 1, 1]]), background="none")
     assert masks.tolist() == [[[2, 3]]]  # the tie goes to a labelled class, never to absent class 0
+
+
+def test_grey_level_by_hand():
+    img = torch.zeros(1, 3, 1, 3)
+    img[0, :, 0, 0] = 1.0  # white
+    img[0, 0, 0, 1] = 1.0  # pure red
+    grey = grey_level(img)
+    torch.testing.assert_close(grey[0, 0], torch.tensor([255.0, 0.299 * 255, 0.0]))
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        grey_level(torch.zeros(3, 4, 4))

@@ -187,6 +187,8 @@ def test_format_comparison():
         "0.22",
     ]
     assert len(lines) == 2 + len(TABLE3) and "–" in lines[3]
+    nan_row = format_comparison({"N/A": {"miou": float("nan"), "mdice": 0.6}}, {}).splitlines()[2]
+    assert "nan" not in nan_row and nan_row.split()[:3] == ["N/A", "|", "–"]
     assert format_score((70.56, 0.19)) == "70.56 ± 0.19"
 
 
