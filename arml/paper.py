@@ -170,7 +170,6 @@ TABLE1: dict[str, list[dict]] = {
     name: _parse_table1(text, CLASSES[name]) for name, text in _TABLE1_TEXT.items()
 }
 TABLE2: dict[str, dict] = _parse_table2(_TABLE2_TEXT)
-TABLE2_DATASET = "bcss"
 TABLE3: dict[str, dict[str, Score]] = _parse_two_columns(_TABLE3_TEXT)
 TABLE4: dict[str, dict[str, Score]] = _parse_two_columns(_TABLE4_TEXT)
 
