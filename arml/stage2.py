@@ -15,7 +15,7 @@ differing only by dropout) are the voters and teachers.
 Cost: L_st reads every distance and angle off the B×B Gram matrix of the batch (:func:`arml.losses.structure_loss`),
 so it costs one B×D matmul per network rather than the B×B×D tensor of difference vectors of the released
 code (321 MB per copy at the paper's B = 20, D = 4·224·224). Measured with ``benchmarks/stage2_speed.py``
-on 2 CPU cores: one forward + backward at that size takes 0.30 s and peaks at 340 MiB, inputs included
+on 2 CPU cores: one forward + backward at that size takes 0.26 s and peaks at 262 MiB, inputs included
 (the difference-vector version: 6–12 s and 2.0 GiB). The trainer backpropagates the peers' losses one
 after the other; the three networks' activations are all held until the last peer's backward (3× one
 network's, where the official recipe holds one network's plus two inference passes).
