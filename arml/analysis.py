@@ -1,6 +1,12 @@
-"""Pseudo-mask analysis for the stage-1 notebooks (01–03): scoring against truth and where the noise is.
+"""Analysis for the stage-1 notebooks (01–03): scoring pseudo masks against truth and where the noise is.
 
-Everything here works on plain arrays (``N×H×W`` integer masks with 0..3 tissue, 4 background, 255
+Also the numbers behind the stage-1 figures of :mod:`arml.viz` (which only draws): a fixed random sample
+of a dataset's patches (:func:`sample_patches`), the steps of the LUAD background rule
+(:func:`background_rule_steps`), one query's criss-cross attention (:func:`attention_map`), and the small
+statistics figures print (:func:`mean_std`, :func:`rank_correlation`). The stage-2 counterparts (SWV
+weights, L_st relations) live in :mod:`arml.loss_probes`.
+
+The pseudo-mask functions work on plain arrays (``N×H×W`` integer masks with 0..3 tissue, 4 background, 255
 ignored), so it applies to pseudo masks read from ``train_PM/<name>/`` and to masks made in memory from
 :func:`arml.cams.collect_cams`. Pixel truth for the training split exists only for the built-in synthetic
 data (``<root>/train_gt``); the real datasets have none, which is why the paper scores pseudo masks only
@@ -14,19 +20,19 @@ through the segmentation they train.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import ndimage
 
-from arml.datasets import BACKGROUND, NUM_CLASSES, read_mask
+from arml.datasets import BACKGROUND, NUM_CLASSES, list_pngs, parse_image_label, read_mask
 from arml.metrics import SegmentationMetrics
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+from arml.runtime import to_numpy
 
 
 def has_truth(root: str | Path) -> bool:
@@ -49,26 +55,74 @@ def read_masks(folder: str | Path, names: Sequence[str]) -> np.ndarray:
     return np.stack([read_mask(folder / n) for n in names])
 
 
+@dataclass(frozen=True)
+class PatchSample:
+    """Patches drawn by :func:`sample_patches`, in file order.
+
+    Attributes:
+        images: ``H×W×3`` uint8 RGB arrays.
+        masks: per image an ``H×W`` index mask, or None (training split without ``train_gt``).
+        labels: per image the four 0/1 class flags.
+        total: how many patches the split holds (the sample is ``len(images)`` of them).
+        synth: the folder's ``synth.json`` (synthetic data), or None for real data.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray | None]
+    labels: list[tuple[int, ...]]
+    total: int
+    synth: dict | None
+
+
+def sample_patches(
+    root: str | Path, split: str = "train", n: int = 16, dataset: str = "luad", seed: int = 0
+) -> PatchSample:
+    """Read ``n`` random patches of one split (drawn without replacement, fixed by ``seed``), for figures.
+
+    ``train``: the image, its ``train_gt`` mask when that folder exists (synthetic data only) and the
+    image-level label parsed from the file name. ``val``/``test``: the image, its mask and, as label, the
+    classes present in the mask. Asking for more than the split holds returns all of it.
+
+    Raises:
+        ValueError: ``split`` is not ``train``, ``val`` or ``test``.
+        FileNotFoundError: the split's image folder is missing or empty.
+    """
+    root = Path(root)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    folder = root / "train" if split == "train" else root / split / "img"
+    files = list_pngs(folder)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    pick = sorted(np.random.default_rng(seed).choice(len(files), size=min(n, len(files)), replace=False))
+    images, masks, labels = [], [], []
+    for i in pick:
+        path = files[i]
+        with Image.open(path) as img:
+            images.append(np.array(img.convert("RGB")))
+        if split == "train":
+            gt = root / "train_gt" / path.name
+            masks.append(read_mask(gt) if gt.exists() else None)
+            labels.append(parse_image_label(path.name, dataset))
+        else:
+            mask = read_mask(root / split / "mask" / path.name)
+            masks.append(mask)
+            labels.append(tuple(int((mask == c).any()) for c in range(NUM_CLASSES)))
+    synth = root / "synth.json"
+    meta = json.loads(synth.read_text()) if synth.exists() else None
+    return PatchSample(images, masks, labels, len(files), meta)
+
+
 def pseudo_masks_from_cams(collected: dict, config=None, dataset: str = "luad") -> torch.Tensor:
     """Pseudo masks ``N×H×W`` (int64, 0..3 and 4) from :func:`~arml.cams.collect_cams` output.
 
-    Applies :func:`~arml.cams.cams_to_masks` with the normalisation and background rule of ``config``
-    (a :class:`~arml.stage1.PseudoMaskConfig`, default the released code's), exactly as
-    :func:`~arml.stage1.generate_pseudo_masks` does for the files it writes.
+    :meth:`PseudoMaskConfig.to_masks <arml.pseudo_masks.PseudoMaskConfig.to_masks>` of ``config`` (default
+    the released code's), exactly as :func:`~arml.pseudo_masks.generate_pseudo_masks` makes its files.
     """
-    from arml.cams import cams_to_masks, default_background
-    from arml.stage1 import PseudoMaskConfig
+    from arml.pseudo_masks import PseudoMaskConfig
 
     config = config or PseudoMaskConfig()
-    return cams_to_masks(
-        collected["cams"],
-        collected["labels"],
-        collected["images"],
-        config.normalization,
-        config.background or default_background(dataset),
-        config.bg_threshold,
-        config.bg_min_size,
-    )
+    return config.to_masks(collected["cams"], collected["labels"], collected["images"], dataset)
 
 
 def pick_examples(labels, truth=None, n: int = 3, min_classes: int = 2) -> list[int]:
@@ -77,10 +131,10 @@ def pick_examples(labels, truth=None, n: int = 3, min_classes: int = 2) -> list[
     With ``truth`` (``N×H×W``), the most balanced come first: sorted by the smallest share of a labelled
     class among the tissue pixels, largest first (ties keep file order). Deterministic.
     """
-    labels = _numpy(labels).astype(bool)
+    labels = to_numpy(labels).astype(bool)
     candidates = [i for i in range(len(labels)) if labels[i].sum() >= min_classes]
     if truth is not None:
-        truth = _numpy(truth)
+        truth = to_numpy(truth)
 
         def smallest_share(i: int) -> float:
             tissue = truth[i][truth[i] < BACKGROUND]
@@ -110,7 +164,7 @@ def absent_class_rate(masks, labels) -> float:
     Label gating should make this 0; it is not when every present class's map is 0 at a pixel (common with
     ReLU-ed maps) and the argmax resolves the tie to the lowest class index.
     """
-    masks, labels = _numpy(masks).astype(np.int64), _numpy(labels).astype(bool)
+    masks, labels = to_numpy(masks).astype(np.int64), to_numpy(labels).astype(bool)
     if masks.ndim != 3 or labels.shape != (masks.shape[0], labels.shape[-1]):
         raise ValueError(f"need masks N×H×W and labels N×K, got {masks.shape} and {labels.shape}")
     tissue = masks < labels.shape[1]
@@ -132,7 +186,7 @@ def score_masks(pred, truth, num_classes: int = NUM_CLASSES) -> dict[str, object
         over the tissue predictions (NaN for a class absent from the truth), and ``background_rate``: per
         true class, the fraction of its pixels the pseudo mask calls background (not in ``confusion``).
     """
-    pred, truth = _numpy(pred), _numpy(truth)
+    pred, truth = to_numpy(pred), to_numpy(truth)
     scorer = SegmentationMetrics(num_classes)
     scorer.update(pred, truth)
     result = scorer.compute()
@@ -142,6 +196,19 @@ def score_masks(pred, truth, num_classes: int = NUM_CLASSES) -> dict[str, object
         result["confusion"] = counts / counts.sum(axis=1, keepdims=True)
         result["background_rate"] = 1.0 - counts.sum(axis=1) / support
     return result
+
+
+def error_pixels(pred, truth) -> tuple[np.ndarray, np.ndarray]:
+    """Which pixels count and which are wrong when a mask is scored against ``truth``: ``(scored, wrong)``.
+
+    ``scored``: truth is tissue (0..3; truth 4 and 255 are not scored, as in :func:`score_masks`);
+    ``wrong``: scored and ``pred`` differs (background 4 included). Boolean arrays of the input shape.
+    """
+    pred, truth = to_numpy(pred), to_numpy(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred and truth must have the same shape, got {pred.shape} and {truth.shape}")
+    scored = truth < BACKGROUND
+    return scored, scored & (pred != truth)
 
 
 def confusable_pairs(confusion, class_names: Sequence[str], top: int = 3) -> list[tuple[str, str, float]]:
@@ -165,7 +232,7 @@ def boundary_distance(truth) -> np.ndarray:
     label). Works on ``H×W`` or ``N×H×W`` (each image separately). An image with a single label has no
     boundary; its distances are ``inf``.
     """
-    truth = _numpy(truth)
+    truth = to_numpy(truth)
     if truth.ndim == 3:
         return np.stack([boundary_distance(t) for t in truth])
     if truth.ndim != 2:
@@ -210,7 +277,7 @@ def error_by_distance(
         ``{"edges", "error", "pixels"}``: the edges, the error rate per bin (NaN for an empty bin) and the
         number of pixels per bin.
     """
-    pred, truth = _numpy(pred), _numpy(truth)
+    pred, truth = to_numpy(pred), to_numpy(truth)
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth must have the same shape, got {pred.shape} and {truth.shape}")
     dist = boundary_distance(truth)
@@ -226,7 +293,7 @@ def error_by_region_size(
     Regions are the 4-connected components of each class in the truth; every pixel gets
     the area of its region, then errors are binned as in :func:`error_by_distance` (edges in pixels).
     """
-    pred, truth = _numpy(pred), _numpy(truth)
+    pred, truth = to_numpy(pred), to_numpy(truth)
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth must have the same shape, got {pred.shape} and {truth.shape}")
     pred, truth = (pred[None], truth[None]) if truth.ndim == 2 else (pred, truth)
@@ -249,7 +316,7 @@ def attention_map(a_col, a_row, i: int, j: int) -> np.ndarray:
     receives ``a_row[i, j, :]`` (the query itself appears in both blocks and its weights add); every other
     pixel is 0. Under the paper recipe the map sums to 1.
     """
-    a_col, a_row = _numpy(a_col), _numpy(a_row)
+    a_col, a_row = to_numpy(a_col), to_numpy(a_row)
     if a_col.ndim != 3 or a_row.ndim != 3 or a_col.shape[:2] != a_row.shape[:2]:
         raise ValueError(f"need a_col H×W×H and a_row H×W×W, got {a_col.shape} and {a_row.shape}")
     height, width = a_col.shape[:2]
@@ -259,3 +326,48 @@ def attention_map(a_col, a_row, i: int, j: int) -> np.ndarray:
     out[:, j] += a_col[i, j]
     out[i, :] += a_row[i, j]
     return out
+
+
+def background_rule_steps(
+    rgb, threshold: float = 200.0, min_size: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The LUAD background rule on one ``H×W×3`` uint8 image, step by step: ``(grey, white, kept)``.
+
+    ``grey``: the ITU-R 601 luma on the 0..255 scale (:func:`arml.cams.grey_level`); ``white``:
+    ``grey > threshold``; ``kept``: the background mask after white blobs smaller than ``min_size`` pixels
+    are dropped (:func:`arml.cams.background_mask`). ``white & ~kept`` are the specks the size rule removes.
+    """
+    from arml.cams import background_mask, grey_level
+
+    rgb = to_numpy(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be an H×W×3 uint8 image, got shape {rgb.shape} and dtype {rgb.dtype}")
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None]
+    grey = grey_level(x)[0].numpy()
+    return grey, grey > threshold, background_mask(x, threshold, min_size)[0].numpy()
+
+
+def mean_std(value) -> tuple[float, float]:
+    """``(mean, std)`` of a score stored as a pair or a bare number (std 0); a None mean is NaN, a None or
+    non-finite std is 0 (one seed: no spread to show).
+
+    >>> mean_std((52.5, None)), mean_std(49)
+    ((52.5, 0.0), (49.0, 0.0))
+    """
+    mean, std = value if isinstance(value, tuple | list) else (value, 0.0)
+    mean = np.nan if mean is None else float(mean)
+    return mean, 0.0 if std is None or not np.isfinite(std) else float(std)
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation ρ of two equally long samples (flattened); NaN below three points.
+
+    ρ is the Pearson correlation of the ranks: +1 when ``y`` grows with ``x`` (not necessarily linearly),
+    −1 when it falls.
+    """
+    from scipy.stats import spearmanr
+
+    x, y = to_numpy(x).astype(np.float64).ravel(), to_numpy(y).astype(np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in size ({x.size} vs {y.size})")
+    return float(spearmanr(x, y).statistic) if x.size > 2 else float("nan")

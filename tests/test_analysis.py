@@ -1,23 +1,37 @@
+import doctest
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 
+import arml.analysis
 from arml.analysis import (
     absent_class_rate,
     attention_map,
+    background_rule_steps,
     boundary_distance,
     confusable_pairs,
     error_by_distance,
     error_by_region_size,
+    error_pixels,
     has_truth,
     label_only_masks,
+    mean_std,
     pick_examples,
     pseudo_masks_from_cams,
+    rank_correlation,
     read_masks,
+    sample_patches,
     score_masks,
 )
 from arml.ars import CrissCrossAttention
-from arml.stage1 import PseudoMaskConfig
+from arml.pseudo_masks import PseudoMaskConfig
+
+
+def test_doctests():
+    assert doctest.testmod(arml.analysis).failed == 0
 
 
 def test_boundary_distance_by_hand():
@@ -122,3 +136,63 @@ def test_absent_class_rate():
     assert absent_class_rate(masks, labels) == pytest.approx(1 / 7)  # one TE pixel in a NEC-only patch
     with pytest.raises(ValueError, match="N×H×W"):
         absent_class_rate(masks[0], labels)
+
+
+def test_error_pixels_scores_tissue_only():
+    truth = np.array([[0, 1, 4, 255]])
+    scored, wrong = error_pixels(torch.tensor([[0, 2, 0, 0]]), truth)
+    assert scored.tolist() == [[True, True, False, False]] and wrong.tolist() == [[False, True, False, False]]
+    with pytest.raises(ValueError, match="same shape"):
+        error_pixels(truth[:, :2], truth)
+
+
+def test_sample_patches_reads_images_masks_and_labels(tiny_root):
+    train = sample_patches(tiny_root, "train", n=2, seed=0)
+    assert len(train.images) == 2 and train.total == 3 and train.synth is None
+    assert train.images[0].shape == (16, 16, 3) and train.images[0].dtype == np.uint8
+    for image, mask, label in zip(train.images, train.masks, train.labels, strict=True):
+        i = int(image[0, 0, 0]) // 60  # the fixture paints patch i grey 60·i; its label and mask follow i
+        assert label == [(1, 0, 0, 1), (0, 1, 0, 0), (1, 1, 1, 0)][i] and (mask == i % 4).all()
+    assert sample_patches(tiny_root, "train", n=2, seed=0).labels == train.labels  # the seed fixes the draw
+    val = sample_patches(tiny_root, "val", n=10)  # more than there are: all of them, in file order
+    assert val.total == 2 and val.labels == [(1, 1, 0, 0), (1, 0, 1, 0)]  # classes present in the masks
+    assert val.masks[1][15, 0] == 2
+    (tiny_root / "synth.json").write_text(json.dumps({"seed": 7}))
+    assert sample_patches(tiny_root, "test", n=1).synth == {"seed": 7}
+    (tiny_root / "train_gt").rename(tiny_root / "elsewhere")  # real data: no train truth
+    assert sample_patches(tiny_root, "train").masks == [None, None, None]
+    with pytest.raises(ValueError, match="split must be"):
+        sample_patches(tiny_root, "holdout")
+    for png in (tiny_root / "test" / "img").iterdir():
+        png.unlink()
+    with pytest.raises(FileNotFoundError, match="no images in"):
+        sample_patches(tiny_root, "test")
+
+
+def test_background_rule_steps_removes_small_specks():
+    image = np.full((32, 32, 3), 100, dtype=np.uint8)
+    image[:10] = 250
+    image[20, 20] = 250
+    grey, white, kept = background_rule_steps(image, threshold=200, min_size=5)
+    assert grey[0, 0] == pytest.approx(250, abs=1e-3) and grey[31, 31] == pytest.approx(100, abs=1e-3)
+    assert white.sum() == 321 and kept.sum() == 320  # the 1-pixel speck is white but not kept
+    assert white[20, 20] and not kept[20, 20]
+    with pytest.raises(ValueError, match="H×W×3 uint8"):
+        background_rule_steps(image.astype(np.float32))
+
+
+def test_mean_std_reads_pairs_and_numbers():
+    assert mean_std((50, 1)) == (50.0, 1.0) and mean_std([50, None]) == (50.0, 0.0)
+    assert mean_std(52) == (52.0, 0.0) and mean_std((1, float("nan"))) == (1.0, 0.0)
+    mean, std = mean_std((None, None))
+    assert math.isnan(mean) and std == 0.0
+
+
+def test_rank_correlation_by_hand():
+    x = np.arange(10.0)
+    assert rank_correlation(x, -x) == pytest.approx(-1.0)
+    assert rank_correlation(torch.tensor(x), x**3) == pytest.approx(1.0)  # monotone, not linear
+    assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 − 6·2/(4·15)
+    assert math.isnan(rank_correlation([1, 2], [2, 1]))
+    with pytest.raises(ValueError, match="differ in size"):
+        rank_correlation(x, x[:3])

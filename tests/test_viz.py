@@ -1,13 +1,33 @@
-from dataclasses import replace
+"""arml.viz: the package's public face, the base helpers (palettes, savefig) and the data figures."""
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
+import arml.viz
 from arml.datasets import PALETTES
-from arml.synth import SYNTH_PROFILES, generate_dataset
-from arml.viz import dataset_grid, figures_dir, legend_handles, mask_to_rgb, overlay, patch_grid, savefig
+from arml.viz import (
+    dataset_grid,
+    figures_dir,
+    legend_handles,
+    mask_to_rgb,
+    overlay,
+    patch_grid,
+    pipeline_diagram,
+    prediction_grid,
+    savefig,
+    to_uint8_image,
+)
+
+
+def test_viz_exports_figures_but_no_computation():
+    public = {name for name in dir(arml.viz) if not name.startswith("_")}
+    modules = {"base", "charts", "data", "pseudo", "stage1", "stage2"}
+    assert public - modules == set(arml.viz.__all__)
+    assert all(callable(getattr(arml.viz, name)) for name in arml.viz.__all__)
+    for moved in ("swv_weight_map", "relation_matrices", "sample_patches", "mean_std", "rank_correlation"):
+        assert not hasattr(arml.viz, moved)
 
 
 @pytest.mark.parametrize("dataset", ["luad", "bcss"])
@@ -24,6 +44,15 @@ def test_mask_to_rgb_rejects_unknown_values():
         mask_to_rgb(np.array([[0, 7]]))
     with pytest.raises(ValueError, match="dataset must be one of"):
         mask_to_rgb(np.zeros((2, 2), dtype=np.uint8), "kather")
+
+
+def test_to_uint8_image_accepts_both_layouts():
+    chw = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1).expand(3, 2, 4)
+    assert to_uint8_image(chw).shape == (2, 4, 3) and to_uint8_image(chw)[0, 0].tolist() == [0, 128, 255]
+    hwc = np.zeros((2, 2, 3), dtype=np.uint8)
+    assert to_uint8_image(hwc) is hwc
+    with pytest.raises(ValueError, match="3×H×W or H×W×3"):
+        to_uint8_image(np.zeros((2, 2)))
 
 
 def test_overlay_blends_and_keeps_ignored_pixels():
@@ -64,12 +93,30 @@ def test_patch_grid_returns_a_figure():
         patch_grid(images, masks[:1])
 
 
-def test_dataset_grid_on_synthetic_and_plain_folders(tmp_path, tiny_root):
-    config = replace(SYNTH_PROFILES["quick"], n_train=4, n_val=2, n_test=2)
-    root = generate_dataset(tmp_path / "syn", config, workers=1, progress=False)
-    for split in ("train", "test"):
-        fig = dataset_grid(root, split, n=3)
-        assert isinstance(fig, Figure) and "synthetic" in fig._suptitle.get_text()
+def test_dataset_grid_titles(tmp_path, tiny_root):
     fig = dataset_grid(tiny_root, "val", n=5)
-    assert "synthetic" not in fig._suptitle.get_text()
-    assert isinstance(dataset_grid(tiny_root, "train"), Figure)
+    assert fig._suptitle.get_text() == "LUAD — tiny/val: 2 of 2 patches (titles: classes in mask)"
+    assert fig.axes[0].get_title() == "TE NEC"  # v0: mask holds classes 0 and 1
+    (tiny_root / "synth.json").write_text('{"seed": 3}')
+    fig = dataset_grid(tiny_root, "train", n=2)
+    assert fig._suptitle.get_text().startswith("synthetic H&E (arml.synth, seed 3) — tiny/train: 2 of 3")
+    assert dataset_grid(tiny_root, "test", title="mine")._suptitle.get_text() == "mine"
+    with pytest.raises(ValueError, match="split must be"):
+        dataset_grid(tiny_root, "holdout")
+
+
+def test_prediction_grid():
+    images = [torch.rand(3, 4, 4), np.zeros((4, 4, 3), dtype=np.uint8)]
+    masks = [np.zeros((4, 4), dtype=np.uint8), np.full((4, 4), 4, dtype=np.uint8)]
+    fig = prediction_grid(images, {"truth": masks, "model": masks}, "bcss", title="synthetic")
+    assert [a.get_title() for a in fig.axes[:3]] == ["image", "truth", "model"]
+    with pytest.raises(ValueError, match="column 'model' has 1 masks for 2 images"):
+        prediction_grid(images, {"model": masks[:1]})
+    with pytest.raises(ValueError, match="at least one image"):
+        prediction_grid([], {})
+
+
+def test_pipeline_diagram(tmp_path):
+    fig = pipeline_diagram()
+    assert "ARML" in fig.axes[0].get_title()
+    assert savefig(fig, "pipeline", folder=tmp_path).stat().st_size > 10_000
