@@ -7,7 +7,7 @@ ARS refines the classifier's last feature map ``f`` (``B×C×H×W``) before glob
   non-discriminative regions gain relative weight in the CAM.
 
 Each module takes ``recipe``: ``"paper"`` is the method as the paper describes it, with evident bugs fixed;
-``"official"`` reproduces the released code (reference/REFERENCE_NOTES.md §2.3 and §6 rows 4–8).
+``"official"`` reproduces the released code (docs/paper_vs_code.md §2.3 and §6 rows 4–8).
 
 >>> import torch
 >>> ars = ARS(64, parts="both")
@@ -17,20 +17,10 @@ torch.Size([2, 64, 7, 9])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-RECIPES = ("paper", "official")
-REACTIVATION_VARIANTS = ("code", "eq3")
-ARS_PARTS = (None, "cca", "reactivation", "both")
-
-
-def _check_choice(name: str, value: object, choices: Sequence[object]) -> None:
-    """Raise ``ValueError`` naming the argument and its valid choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+from arml.options import ARS_PARTS, REACTIVATION_VARIANTS, RECIPES, check_choice
 
 
 def resolve_ars_args(parts: str | bool | None, recipe: str, reactivation_variant: str) -> str | None:
@@ -44,9 +34,9 @@ def resolve_ars_args(parts: str | bool | None, recipe: str, reactivation_variant
         parts = "both"
     elif parts is False or parts == "none":
         parts = None
-    _check_choice("ars parts", parts, ARS_PARTS)
-    _check_choice("recipe", recipe, RECIPES)
-    _check_choice("reactivation_variant", reactivation_variant, REACTIVATION_VARIANTS)
+    check_choice("ars parts", parts, ARS_PARTS)
+    check_choice("recipe", recipe, RECIPES)
+    check_choice("reactivation_variant", reactivation_variant, REACTIVATION_VARIANTS)
     if recipe == "official" and reactivation_variant != "code" and parts in ("reactivation", "both"):
         raise ValueError(
             "recipe='official' needs reactivation_variant='code' (the released AMM), "
@@ -91,7 +81,7 @@ class CrissCrossAttention(nn.Module):
 
     def __init__(self, in_channels: int, reduction: int = 8, recipe: str = "paper") -> None:
         super().__init__()
-        _check_choice("recipe", recipe, RECIPES)
+        check_choice("recipe", recipe, RECIPES)
         reduced = _reduced_channels(in_channels, reduction, "CrissCrossAttention")
         self.in_channels, self.reduction, self.recipe = in_channels, reduction, recipe
         self.query = nn.Conv2d(in_channels, reduced, 1)
@@ -179,8 +169,8 @@ class Reactivation(nn.Module):
         recipe: str = "paper",
     ) -> None:
         super().__init__()
-        _check_choice("variant", variant, REACTIVATION_VARIANTS)
-        _check_choice("recipe", recipe, RECIPES)
+        check_choice("variant", variant, REACTIVATION_VARIANTS)
+        check_choice("recipe", recipe, RECIPES)
         if recipe == "official" and variant != "code":
             raise ValueError(f"recipe='official' needs variant='code' (the released AMM), got {variant!r}")
         if not lam > 0:

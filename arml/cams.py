@@ -1,4 +1,4 @@
-"""Class activation maps and pseudo masks (paper §2.1–2.2; REFERENCE_NOTES §3).
+"""Class activation maps and pseudo masks (paper §2.1–2.2; docs/paper_vs_code.md §3).
 
 Two CAMs are implemented here, batched (all images of a batch in one forward):
 
@@ -30,6 +30,7 @@ from skimage.morphology import remove_small_objects
 from torch import nn
 
 from arml.datasets import BACKGROUND
+from arml.options import BACKGROUND_RULES, CAM_NORMALIZATIONS, check_choice
 
 OWN_METHODS = ("cam", "gradcam")
 ZOO_METHODS = {
@@ -42,7 +43,6 @@ ZOO_METHODS = {
     "gradcam-pkg": "GradCAM",
 }
 CAM_METHODS = OWN_METHODS + tuple(ZOO_METHODS)
-NORMALIZATIONS = ("global", "per_class")
 
 
 def plain_cam(model: nn.Module, images: torch.Tensor, use_ars: bool | None = None) -> torch.Tensor:
@@ -159,8 +159,7 @@ def normalize_cams(cams: torch.Tensor, mode: str = "global", eps: float = 1e-5) 
     ``"global"``: one min and max over all classes of an image (the released code, which has no
     epsilon; we add ``eps`` so a constant map gives 0 instead of 0/0). ``"per_class"``: each map alone.
     """
-    if mode not in NORMALIZATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {mode!r}")
+    check_choice("normalization", mode, CAM_NORMALIZATIONS)
     dims = (1, 2, 3) if mode == "global" else (2, 3)
     lo = cams.amin(dim=dims, keepdim=True)
     hi = cams.amax(dim=dims, keepdim=True)
@@ -185,7 +184,7 @@ def grey_level(images: torch.Tensor) -> torch.Tensor:
 def background_mask(
     images: torch.Tensor, threshold: float = 200.0, min_size: int = 50, connectivity: int = 1
 ) -> torch.Tensor:
-    """The LUAD white-background rule (REFERENCE_NOTES §3): grey > ``threshold`` (0..255 scale), then
+    """The LUAD white-background rule (docs/paper_vs_code.md §3): grey > ``threshold`` (0..255 scale), then
     white blobs smaller than ``min_size`` pixels are dropped. Returns ``B×H×W`` bool.
 
     Grey is :func:`grey_level` (ITU-R 601 luma, as ``cv2.cvtColor(RGB2GRAY)``).
@@ -217,8 +216,7 @@ def cams_to_masks(
             (BCSS: "white background of breast tissue is meaningful (fat)").
         bg_threshold, bg_min_size: the rule's grey threshold (0..255) and smallest white blob kept.
     """
-    if background not in ("luad", "none"):
-        raise ValueError(f"background must be 'luad' or 'none', got {background!r}")
+    check_choice("background", background, BACKGROUND_RULES)
     maps = normalize_cams(cams, normalization)
     if labels is not None:
         if labels.shape != maps.shape[:2]:

@@ -1,14 +1,94 @@
-"""The ``arml`` command line: one sub-command per stage (``arml --help``)."""
+"""The ``arml`` command line: one sub-command per stage (``arml --help``).
+
+The options of ``train-cls``, ``pseudo-masks`` and ``train-seg`` are generated from the fields of
+:class:`~arml.stage1.ClsConfig`, :class:`~arml.pseudo_masks.PseudoMaskConfig` and
+:class:`~arml.stage2.SegConfig` (:func:`add_config_options`): every field is reachable, with the type,
+choices and one-line help declared beside it (:func:`arml.options.option`). ``--profile`` fills in the
+profile's sizes first; an option given on the command line wins over it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
-from arml.datasets import DATASETS
+from arml.options import DATASETS
+from arml.profiles import PROFILE_NAMES
+
+_NONE_WORDS = ("none", "null")
 
 
+def _scalar_parser(kind: type, name: str, choices: tuple | None) -> Callable[[str], object]:
+    """Text → value of ``kind`` (``"none"`` → None where the field allows it), checked against ``choices``."""
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    base = next((k for k in typing.get_args(kind) if k is not type(None)), str) if optional else kind
+
+    named = [c for c in choices or () if isinstance(c, str)]
+
+    def parse(text: str):
+        if text in named:  # a choice spelled "none" (the BCSS background rule) is that choice, not None
+            value = text
+        elif (optional or (choices and None in choices)) and text.strip().lower() in _NONE_WORDS:
+            value = None
+        else:
+            try:
+                value = base(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None
+        if choices is not None and value not in choices:
+            shown = ", ".join("none" if c is None else str(c) for c in choices)
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of: {shown}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_cls: type, title: str) -> list[str]:
+    """Add one ``--field-name`` option per field of ``config_cls`` (except ``cli=False`` fields).
+
+    Absent options stay out of the parsed namespace (``argparse.SUPPRESS``), so :func:`config_overrides`
+    passes on only what the user typed. Returns the field names added.
+    """
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group(title)
+    added = []
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        kind, choices = hints[f.name], meta.get("choices")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = meta.get("help", "")
+        if choices:
+            help_text += f" [{', '.join(str(c) for c in choices if c is not None)}]"
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        help_text += " (required)" if required else f" (default: {default})"
+        flags = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ())]
+        kwargs: dict = {"dest": f.name, "help": help_text, "default": argparse.SUPPRESS, "required": required}
+        if kind in (bool, bool | None):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is tuple:
+            kwargs.update(nargs="+", type=_scalar_parser(typing.get_args(kind)[0], f.name, None))
+        else:
+            kwargs["type"] = _scalar_parser(kind, f.name, choices)
+            kwargs["metavar"] = f.name.upper()
+        group.add_argument(*flags, **kwargs)
+        added.append(f.name)
+    return added
+
+
+def config_overrides(args: argparse.Namespace, config_cls: type) -> dict:
+    """The config fields given on the command line (absent ones are not in ``args``)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
+
+
+# ------------------------------------------------------------------------------------------- commands
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from arml.datasets import check_layout
 
@@ -34,19 +114,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_train_cls(args: argparse.Namespace) -> int:
     from arml.profiles import get_profile
-    from arml.stage1 import train_classifier
+    from arml.stage1 import ClsConfig, train_classifier
 
-    overrides = {
-        "dataset": args.dataset,
-        "seed": args.seed,
-        "progress": not args.quiet,
-        "device": args.device,
-    }
-    if args.ars is not None:
-        overrides["ars"] = None if args.ars == "none" else args.ars
-    for name in ("recipe", "backbone", "epochs", "batch_size", "lr"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
+    overrides = {**config_overrides(args, ClsConfig), "progress": not args.quiet}
     config = get_profile(args.profile).cls_config(args.data, **overrides)
     train_classifier(config, args.out, resume=not args.restart)
     print(f"stage-1 classifier ({config.backbone}, ARS {config.ars}, {config.recipe} recipe) in {args.out}")
@@ -57,12 +127,10 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
     from arml.datasets import CLASS_NAMES
     from arml.metrics import summarize
     from arml.profiles import get_profile
-    from arml.stage1 import generate_pseudo_masks, load_config
+    from arml.pseudo_masks import PseudoMaskConfig, generate_pseudo_masks
+    from arml.stage1 import load_config
 
-    overrides = {"method": args.cam}
-    if args.use_ars is not None:
-        overrides["use_ars"] = args.use_ars == "yes"
-    config = get_profile(args.profile).pseudo_config(**overrides)
+    config = get_profile(args.profile).pseudo_config(**config_overrides(args, PseudoMaskConfig))
     result = generate_pseudo_masks(
         args.checkpoint,
         args.name,
@@ -70,10 +138,11 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
         config=config,
         device=args.device,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(
         f"{result['written']} pseudo masks written, {result['skipped']} already there, in {result['folder']} "
-        f"({result['images_per_s']:.1f} images/s)"
+        f"({config.method}; {result['images_per_s']:.1f} images/s)"
     )
     if result["metrics"] is not None:
         names = CLASS_NAMES[load_config(args.checkpoint).dataset]
@@ -82,37 +151,20 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_seg(args: argparse.Namespace) -> int:
-    import math
-
     from arml.datasets import CLASS_NAMES
+    from arml.evaluation import format_metrics
     from arml.profiles import get_profile
-    from arml.stage2 import format_metrics, train_segmenter
+    from arml.stage2 import SegConfig, train_segmenter
 
-    def optional(text: str):
-        return None if text.lower() in ("none", "n/a") else text
-
-    overrides = {
-        "dataset": args.dataset,
-        "seed": args.seed,
-        "progress": not args.quiet,
-        "device": args.device,
-    }
-    if args.omega is not None:
-        omega = optional(args.omega)
-        overrides["omega"] = None if omega is None else (math.inf if omega == "inf" else float(omega))
-    if args.relation is not None:
-        overrides["relation"] = optional(args.relation)
-    for name in ("lam", "recipe", "encoder", "arch", "epochs", "batch_size", "lr", "normalize"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    config = get_profile(args.profile).seg_config(args.data, masks=args.masks, **overrides)
+    overrides = {**config_overrides(args, SegConfig), "progress": not args.quiet}
+    config = get_profile(args.profile).seg_config(args.data, **overrides)
     metrics = train_segmenter(config, args.out, resume=not args.restart)
     print(format_metrics(metrics, CLASS_NAMES[config.dataset]))
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from arml.stage2 import evaluate, format_metrics
+    from arml.evaluation import evaluate, format_metrics
 
     metrics = evaluate(args.checkpoint, data_root=args.data, split=args.split, device=args.device)
     print(format_metrics(metrics))
@@ -121,6 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from arml.reproduce import run_notebooks, summary_table
+    from arml.runtime import REPO_ROOT
 
     out = args.out.resolve() if args.out else None
     try:
@@ -128,19 +181,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         print(f"arml reproduce: {err}", file=sys.stderr)
         return 1
-    from arml.experiments import REPO_ROOT
-
     print(summary_table(runs, (out or REPO_ROOT) / "results"))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="arml",
-        description="ARML (MICCAI 2024): weakly supervised tissue segmentation, stage by stage.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+# --------------------------------------------------------------------------------------------- parser
+def _data_commands(sub) -> None:
     data = sub.add_parser("data", help="inspect a dataset folder")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     check = data_sub.add_parser("check", help="check a dataset against the published layout (read-only)")
@@ -151,73 +197,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = sub.add_parser("synth", help="write the built-in synthetic H&E dataset (LUAD-HistoSeg layout)")
     synth.add_argument("--out", type=Path, required=True, help="output folder")
-    synth.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu", help="dataset size")
+    synth.add_argument("--profile", choices=PROFILE_NAMES, default="cpu", help="dataset size")
     synth.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same bytes)")
     synth.add_argument("--dataset", choices=DATASETS, default="luad", help="file naming and class order")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 
+
+def _stage_commands(sub) -> None:
+    from arml.pseudo_masks import PseudoMaskConfig
+    from arml.stage1 import ClsConfig
+    from arml.stage2 import SegConfig
+
+    def common(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--profile", choices=PROFILE_NAMES, default="cpu", help=f"sizes of the {what}")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     cls = sub.add_parser("train-cls", help="stage 1: train the classifier (with ARS) on image-level labels")
     cls.add_argument("--data", type=Path, required=True, help="dataset root")
     cls.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history)")
-    cls.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
-    cls.add_argument("--dataset", choices=DATASETS, default="luad")
-    cls.add_argument(
-        "--ars",
-        choices=("none", "cca", "reactivation", "both"),
-        default=None,
-        help="ARS parts (default: both)",
-    )
-    cls.add_argument("--recipe", choices=("paper", "official"), default=None, help="default: paper")
-    cls.add_argument("--backbone", default=None, help="timm name or resnet38d (default: the profile's)")
-    cls.add_argument("--epochs", type=int, default=None)
-    cls.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    cls.add_argument("--lr", type=float, default=None)
-    cls.add_argument("--seed", type=int, default=0)
-    cls.add_argument("--device", default="auto")
-    cls.add_argument("--restart", action="store_true", help="ignore an interrupted run in --out")
-    cls.add_argument("--quiet", action="store_true")
+    cls.add_argument("--restart", action="store_true", help="start over instead of resuming --out")
+    common(cls, "classifier")
+    add_config_options(cls, ClsConfig, "stage-1 options (ClsConfig; default: the profile's, else below)")
     cls.set_defaults(func=_cmd_train_cls)
 
-    pm = sub.add_parser("pseudo-masks", help="stage 1: CAMs -> pseudo masks in ROOT/train_PM/NAME/")
-    pm.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
+    pm = sub.add_parser("pseudo-masks", help="CAMs of a stage-1 run -> pseudo masks in ROOT/train_PM/NAME/")
     pm.add_argument("--checkpoint", type=Path, required=True, help="stage-1 run folder")
     pm.add_argument("--name", required=True, help="output folder name under train_PM/")
-    pm.add_argument("--cam", default="gradcam", help="cam, gradcam (default), gradcam++, layercam, ...")
+    pm.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
+    pm.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     pm.add_argument(
-        "--use-ars",
-        choices=("yes", "no"),
-        default=None,
-        help="apply ARS when making CAMs (default: yes, except the official recipe)",
+        "--overwrite", action="store_true", help="regenerate a NAME folder made with another config"
     )
-    pm.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
-    pm.add_argument("--device", default="auto")
-    pm.add_argument("--quiet", action="store_true")
+    common(pm, "CAM batches")
+    add_config_options(pm, PseudoMaskConfig, "pseudo-mask options (PseudoMaskConfig)")
     pm.set_defaults(func=_cmd_pseudo_masks)
 
     seg = sub.add_parser("train-seg", help="stage 2: three peers with SWV + SRM on pseudo masks")
     seg.add_argument("--data", type=Path, required=True, help="dataset root")
-    seg.add_argument("--masks", required=True, help="pseudo-mask folder name under train_PM/ (or train_gt)")
     seg.add_argument("--out", type=Path, required=True, help="run folder")
-    seg.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
-    seg.add_argument("--dataset", choices=DATASETS, default="luad")
-    seg.add_argument(
-        "--omega", default=None, help="SWV weight ω >= 1, 'inf', or 'none' for plain CE (default 2)"
-    )
-    seg.add_argument("--relation", default=None, help="st (default), pt, kl, crl or none")
-    seg.add_argument("--lam", type=float, default=None, help="λ of Eq. (9) (default 0.2)")
-    seg.add_argument("--recipe", choices=("paper", "official"), default=None, help="default: paper")
-    seg.add_argument("--normalize", choices=("weights", "pixels"), default=None, help="SWV normalisation")
-    seg.add_argument("--arch", choices=("pspnet", "deeplabv3plus"), default=None)
-    seg.add_argument("--encoder", default=None, help="timm encoder name (default: the profile's)")
-    seg.add_argument("--epochs", type=int, default=None)
-    seg.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    seg.add_argument("--lr", type=float, default=None)
-    seg.add_argument("--seed", type=int, default=0)
-    seg.add_argument("--device", default="auto")
-    seg.add_argument("--restart", action="store_true", help="start over instead of resuming")
-    seg.add_argument("--quiet", action="store_true")
+    seg.add_argument("--restart", action="store_true", help="start over instead of resuming --out")
+    common(seg, "segmenters")
+    add_config_options(seg, SegConfig, "stage-2 options (SegConfig; default: the profile's, else below)")
     seg.set_defaults(func=_cmd_train_seg)
 
     ev = sub.add_parser("evaluate", help="score a stage-2 run's best checkpoint on a split")
@@ -227,8 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_cmd_evaluate)
 
-    rep = sub.add_parser("reproduce", help="run notebooks 01-06 headless with papermill (the main job)")
-    rep.add_argument("--profile", choices=("quick", "cpu", "paper"), default="cpu")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arml",
+        description="ARML (MICCAI 2024): weakly supervised tissue segmentation, stage by stage.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _data_commands(sub)
+    _stage_commands(sub)
+    rep = sub.add_parser(
+        "reproduce", help="run the numbered notebooks headless with papermill (the main job)"
+    )
+    rep.add_argument("--profile", choices=PROFILE_NAMES, default="cpu")
     rep.add_argument("--data", type=Path, default=None, help="dataset root (default: built-in synthetic)")
     rep.add_argument("--dataset", choices=DATASETS, default="luad")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: the repository)")
@@ -240,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its message (or the help)
+        return int(exit_.code or 0)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

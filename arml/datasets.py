@@ -1,4 +1,4 @@
-"""Readers for LUAD-HistoSeg and BCSS-WSSS in their published layout (REFERENCE_NOTES §1).
+"""Readers for LUAD-HistoSeg and BCSS-WSSS in their published layout (docs/paper_vs_code.md §1).
 
 The layout, shared by the real data and the built-in synthetic data (:mod:`arml.synth`)::
 
@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from arml.options import DATASETS, check_choice
 from arml.runtime import atomic_write
 
-DATASETS = ("luad", "bcss")
 NUM_CLASSES = 4
 BACKGROUND = 4
 IGNORE_INDEX = 255
@@ -39,7 +39,7 @@ CLASS_LONG_NAMES: dict[str, tuple[str, ...]] = {
     "luad": ("tumour epithelium", "necrosis", "lymphocyte", "tumour-associated stroma"),
     "bcss": ("tumour", "stroma", "lymphocytic infiltrate", "necrosis"),
 }
-# Palette RGB for indices 0..4 (index 4: white background / exclude), REFERENCE_NOTES §1.3.
+# Palette RGB for indices 0..4 (index 4: white background / exclude), docs/paper_vs_code.md §1.3.
 PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "luad": ((205, 51, 51), (0, 255, 0), (65, 105, 225), (255, 165, 0), (255, 255, 255)),
     "bcss": ((255, 0, 0), (0, 255, 0), (0, 0, 255), (153, 0, 255), (255, 255, 255)),
@@ -50,8 +50,7 @@ _DIGITS = re.compile(r"^[01]( ?[01]){3}$")
 
 
 def _check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    check_choice("dataset", dataset, DATASETS)
     return dataset
 
 
@@ -146,7 +145,7 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def list_pngs(folder: str | Path) -> list[Path]:
-    """Sorted ``*.png`` files directly inside ``folder`` (REFERENCE_NOTES §8.15: always sort)."""
+    """Sorted ``*.png`` files directly inside ``folder`` (docs/paper_vs_code.md §8.15: always sort)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")

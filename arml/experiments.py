@@ -1,4 +1,4 @@
-"""Cached pipeline runs for the notebooks (DESIGN.md §3).
+"""Cached pipeline runs for the notebooks (docs/architecture.md).
 
 Every stage writes into a run folder keyed by dataset, profile, a hash of its config and its seed::
 
@@ -21,46 +21,20 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from arml.profiles import Profile, get_profile
-from arml.runtime import load_checkpoint, result_fields, weights_digest, write_json
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from arml.runtime import default_dir, repo_relative, result_fields, write_json
 
 
 def config_hash(config: dict, length: int = 10) -> str:
     """A short stable hash of a config dict, ignoring fields that do not change results."""
     kept = result_fields(config)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def default_dir(kind: str) -> Path:
-    """``<repo>/<kind>`` unless ``$ARML_<KIND>`` says otherwise (kinds: runs, results, figures, data)."""
-    env = os.environ.get(f"ARML_{kind.upper()}")
-    return Path(env) if env else REPO_ROOT / kind
-
-
-def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository root when it lies inside it (what the notebooks print), else as is."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def classifier_digest(run: str | Path) -> str:
-    """The digest of a stage-1 run's weights: ``weights.json`` as training wrote it, else from ``classifier.pt``."""
-    sidecar = Path(run) / "weights.json"
-    if sidecar.is_file():
-        return json.loads(sidecar.read_text())["digest"]
-    return weights_digest(
-        load_checkpoint(Path(run) / "classifier.pt")["model"]
-    )  # runs made before weights.json
 
 
 def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
@@ -114,6 +88,7 @@ class Experiment:
     synthetic: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.started = time.perf_counter()
         self.profile = self.profile if isinstance(self.profile, Profile) else get_profile(self.profile)
         self.synthetic = self.data_root is None
         if self.synthetic:
@@ -134,6 +109,33 @@ class Experiment:
                 raise ValueError(f"DATA_ROOT fails `arml data check`:\n{report.format()}")
         tag = f"synthetic-{self.profile.synth}-{self.dataset}" if self.synthetic else self.data_root.name
         self.runs = Path(self.runs or default_dir("runs")) / tag / self.profile.name
+
+    @property
+    def data_label(self) -> str:
+        """What the notebooks call the data in titles and prints: ``"synthetic"``, ``"LUAD"`` or ``"BCSS"``."""
+        return "synthetic" if self.synthetic else self.dataset.upper()
+
+    def describe(self) -> str:
+        """Two lines for a notebook's first output: the profile and where data and runs live."""
+        return (
+            f"profile {self.profile.name!r}: {self.profile.description}\n"
+            f"data: {repo_relative(self.data_root)} ({self.data_label}); runs: {repo_relative(self.runs)}"
+        )
+
+    def save_results(self, stem: str, headline: str, seeds, **keys) -> str:
+        """Write ``results/<stem>.json``: the fields every notebook reports (profile, dataset, synthetic,
+        seeds, seconds since this experiment was set up, headline) followed by the notebook's own ``keys``.
+        Returns the file's path relative to the repository (what a notebook prints)."""
+        payload = {
+            "profile": self.profile.name,
+            "dataset": self.dataset,
+            "synthetic": self.synthetic,
+            "seeds": list(seeds),
+            "elapsed_s": time.perf_counter() - self.started,
+            "headline": headline,
+            **keys,
+        }
+        return repo_relative(save_results(stem, payload))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -157,10 +159,11 @@ class Experiment:
 
     def pseudo_masks(self, run: str | Path, **overrides) -> dict:
         """Make (or reuse) pseudo masks from a stage-1 run; returns the result of
-        :func:`~arml.stage1.generate_pseudo_masks` plus ``name``. Overrides go to ``PseudoMaskConfig``."""
+        :func:`~arml.pseudo_masks.generate_pseudo_masks` plus ``name``. Overrides go to ``PseudoMaskConfig``."""
         from dataclasses import asdict
 
-        from arml.stage1 import generate_pseudo_masks
+        from arml.pseudo_masks import generate_pseudo_masks
+        from arml.stage1 import classifier_digest
 
         config = self.profile.pseudo_config(**overrides)
         # Key by the classifier's weights too: retraining a run folder (e.g. after a code change) must not
@@ -185,6 +188,10 @@ class Experiment:
         run = self.runs / f"stage2-{config_hash(config.to_dict())}"
         metrics = train_segmenter(config, run)
         return {**metrics, "run": str(run)}
+
+    def segmenter_seeds(self, masks: str, seeds, **overrides) -> list[dict]:
+        """:meth:`segmenter` once per seed in ``seeds`` (the same config): the per-seed test metrics."""
+        return [self.segmenter(masks, seed=s, **overrides) for s in seeds]
 
     def pipeline(self, seed: int = 0, cls: dict | None = None, cam: dict | None = None, **seg) -> dict:
         """The whole chain for one seed: classifier → pseudo masks → three peers → test metrics.

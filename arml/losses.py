@@ -12,18 +12,22 @@ Conventions shared by every function here:
 >>> a, b, c = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
 >>> m = torch.randint(0, 4, (2, 8, 8))
 >>> loss = mutual_loss(a, b, c, m, omega=2.0, lam=0.2, relation="st")  # the paper's setting
+>>> terms = loss_terms(a, b, c, m, omega=2.0, lam=0.2, relation="st")  # the same, with its named terms
+>>> bool(terms.total == loss), bool(terms.total == 0.8 * terms.supervised + 0.2 * terms.relation)
+(True, True)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-NORMALIZATIONS = ("weights", "pixels")
+from arml.options import SWV_NORMALIZATIONS, check_choice
 
 
 def _check_peers(logits: Tensor, peer1: Tensor, peer2: Tensor) -> None:
@@ -116,8 +120,7 @@ def swv_loss(
         Scalar ``>= 0``; ``logits.sum() * 0`` when no valid pixel has a positive weight.
     """
     _check_peers(logits, peer1, peer2)
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_choice("normalize", normalize, SWV_NORMALIZATIONS)
     high, low = swv_levels(omega)
     valid = _valid_mask(logits, target, ignore_index)
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
@@ -409,6 +412,74 @@ def create_relation_loss(name: str) -> Callable[..., Tensor]:
     return RELATION_LOSSES[name]
 
 
+class LossTerms(NamedTuple):
+    """The named terms of Eq. (9) for one network, from one call of :func:`loss_terms`.
+
+    Attributes:
+        total: ``(1 − λ)·supervised + λ·relation`` (or ``supervised`` alone without a relation term); the
+            tensor to backpropagate.
+        supervised: L_swv (Eq. 4), or plain CE over valid pixels when ``omega`` is None.
+        relation: the relation term (L_st of Eq. 8, or ``"pt"``, ``"kl"``, ``"crl"``), None without one.
+    """
+
+    total: Tensor
+    supervised: Tensor
+    relation: Tensor | None
+
+
+def loss_terms(
+    logits: Tensor,
+    peer1: Tensor,
+    peer2: Tensor,
+    target: Tensor,
+    omega: float | None = 2.0,
+    lam: float = 0.2,
+    relation: str | None = "st",
+    alpha: float = 30.0,
+    beta: float = 60.0,
+    ignore_index: int = 255,
+    normalize: str = "weights",
+    temperature: float = 1.0,
+) -> LossTerms:
+    """Segmentation loss of one network, Eq. (9), with its terms: ``(1 − λ)·L_swv + λ·L_relation``.
+
+    The supervised term is :func:`swv_loss`, or plain CE over valid pixels when ``omega`` is None.
+    With ``relation=None`` the loss is the supervised term alone, without the (1 − λ) factor: λ only balances
+    when a relation term exists. The relation term receives ``target`` so ignored pixels are left out of it
+    too; ``"crl"`` is itself a supervised CE variant, giving ``(1 − λ)·supervised + λ·crl_loss`` (with its
+    default ``keep_ratio``). Every term is computed once: ``total`` is built from the two others.
+
+    Args:
+        logits: ``B×C×H×W`` logits of the network being trained.
+        peer1, peer2: ``B×C×H×W`` logits of the two other networks (detached).
+        target: ``B×H×W`` int64 pseudo mask in ``[0, C)`` or ``ignore_index``.
+        omega: SWV weight ω in ``[1, +inf]`` (paper: 2), or None for plain CE.
+        lam: balance λ in ``[0, 1]`` (paper: 0.2).
+        relation: ``"st"`` (paper), ``"pt"``, ``"kl"``, ``"crl"`` or None.
+        alpha: distance weight α of ``"st"`` (paper: 30).
+        beta: angle weight β of ``"st"`` (paper: 60).
+        ignore_index: label of pixels that count nowhere.
+        normalize: SWV normalisation, ``"weights"`` or ``"pixels"``.
+        temperature: temperature of ``"kl"``.
+
+    Returns:
+        :class:`LossTerms` ``(total, supervised, relation)``, scalars ``>= 0`` (``relation`` None without one).
+    """
+    _check_in_range("lam", lam, 0.0, 1.0)
+    if relation is not None and relation not in RELATION_LOSSES:
+        raise ValueError(f"unknown relation {relation!r}; valid choices: {sorted(RELATION_LOSSES)} or None")
+    if omega is None:
+        _check_peers(logits, peer1, peer2)
+        supervised = _cross_entropy(logits, target, ignore_index)
+    else:
+        supervised = swv_loss(logits, peer1, peer2, target, omega, ignore_index, normalize)
+    if relation is None:
+        return LossTerms(supervised, supervised, None)
+    extra = {"st": {"alpha": alpha, "beta": beta}, "kl": {"temperature": temperature}}.get(relation, {})
+    rel = create_relation_loss(relation)(logits, peer1, peer2, target, ignore_index=ignore_index, **extra)
+    return LossTerms((1 - lam) * supervised + lam * rel, supervised, rel)
+
+
 def mutual_loss(
     logits: Tensor,
     peer1: Tensor,
@@ -425,38 +496,11 @@ def mutual_loss(
 ) -> Tensor:
     """Total segmentation loss of one network, Eq. (9): ``(1 − λ)·L_swv + λ·L_relation``.
 
-    The supervised term is :func:`swv_loss`, or plain CE over valid pixels when ``omega`` is None.
-    With ``relation=None`` the loss is the supervised term alone, without the (1 − λ) factor: λ only balances
-    when a relation term exists. The relation term receives ``target`` so ignored pixels are left out of it
-    too; ``"crl"`` is itself a supervised CE variant, giving ``(1 − λ)·supervised + λ·crl_loss`` (with its
-    default ``keep_ratio``).
-
-    Args:
-        logits: ``B×C×H×W`` logits of the network being trained.
-        peer1, peer2: ``B×C×H×W`` logits of the two other networks (detached).
-        target: ``B×H×W`` int64 pseudo mask in ``[0, C)`` or ``ignore_index``.
-        omega: SWV weight ω in ``[1, +inf]`` (paper: 2), or None for plain CE.
-        lam: balance λ in ``[0, 1]`` (paper: 0.2).
-        relation: ``"st"`` (paper), ``"pt"``, ``"kl"``, ``"crl"`` or None.
-        alpha: distance weight α of ``"st"`` (paper: 30).
-        beta: angle weight β of ``"st"`` (paper: 60).
-        ignore_index: label of pixels that count nowhere.
-        normalize: SWV normalisation, ``"weights"`` or ``"pixels"``.
-        temperature: temperature of ``"kl"``.
+    The ``total`` of :func:`loss_terms` (same arguments, same value and gradient); see it for the terms.
 
     Returns:
         Scalar ``>= 0``.
     """
-    _check_in_range("lam", lam, 0.0, 1.0)
-    if relation is not None and relation not in RELATION_LOSSES:
-        raise ValueError(f"unknown relation {relation!r}; valid choices: {sorted(RELATION_LOSSES)} or None")
-    if omega is None:
-        _check_peers(logits, peer1, peer2)
-        supervised = _cross_entropy(logits, target, ignore_index)
-    else:
-        supervised = swv_loss(logits, peer1, peer2, target, omega, ignore_index, normalize)
-    if relation is None:
-        return supervised
-    extra = {"st": {"alpha": alpha, "beta": beta}, "kl": {"temperature": temperature}}.get(relation, {})
-    rel = create_relation_loss(relation)(logits, peer1, peer2, target, ignore_index=ignore_index, **extra)
-    return (1 - lam) * supervised + lam * rel
+    return loss_terms(
+        logits, peer1, peer2, target, omega, lam, relation, alpha, beta, ignore_index, normalize, temperature
+    ).total

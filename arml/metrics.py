@@ -1,11 +1,11 @@
-"""The paper's evaluation protocol (REFERENCE_NOTES §5): one confusion matrix over the whole split.
+"""The paper's evaluation protocol (docs/paper_vs_code.md §5): one confusion matrix over the whole split.
 
 Rows are ground truth, columns prediction, over the 4 tissue classes. Pixels whose ground truth is 4
 (background / excluded) or 255 (ignored) are dropped. From that single matrix:
 
 * IoU_c  = TP / (TP + FP + FN), mIoU = mean over classes that occur (NaN classes skipped);
 * Dice_c = 2TP / (2TP + FP + FN), computed from the same matrix, so Dice_c = 2·IoU_c / (1 + IoU_c)
-  (this reproduces the paper's Dice from its per-class IoUs, REFERENCE_NOTES §5);
+  (this reproduces the paper's Dice from its per-class IoUs, docs/paper_vs_code.md §5);
 * ACC    = correctly classified kept pixels / kept pixels;
 * FwIoU  = Σ_c (pixels of class c / kept pixels) · IoU_c.
 """
@@ -13,15 +13,9 @@ Rows are ground truth, columns prediction, over the 4 tissue classes. Pixels who
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from arml.datasets import BACKGROUND, IGNORE_INDEX
-
-
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+from arml.runtime import to_numpy
 
 
 class SegmentationMetrics:
@@ -59,7 +53,7 @@ class SegmentationMetrics:
 
         Pass ``logits.argmax(1)``, not logits. Targets may contain 0..K-1, 4 (background) and 255 (ignored).
         """
-        pred, target = _to_numpy(pred), _to_numpy(target)
+        pred, target = to_numpy(pred), to_numpy(target)
         if pred.shape != target.shape:
             raise ValueError(f"pred and target must have the same shape, got {pred.shape} and {target.shape}")
         if pred.dtype.kind not in "iu" or target.dtype.kind not in "iu":

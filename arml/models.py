@@ -1,7 +1,7 @@
 """Networks: backbones (timm, ResNet-38d), the stage-1 classifier with ARS, the stage-2 segmenters (smp).
 
 Images entering every model are ``B×3×H×W`` float in [0, 1]; ``input_norm="imagenet"`` applies ImageNet
-mean/std inside the model (the released code feeds [0, 1] images, REFERENCE_NOTES §6 row 19).
+mean/std inside the model (the released code feeds [0, 1] images, docs/paper_vs_code.md §6 row 19).
 
 >>> import torch
 >>> model = create_classifier("resnet10t", num_classes=4, ars="both")
@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arml.ars import ARS, _check_choice, resolve_ars_args
+from arml.ars import ARS, resolve_ars_args
+from arml.options import INPUT_NORMS, OUTPUT_STRIDES, check_choice
 
 PRETRAINED_TAGS = ("timm", "imagenet")
-INPUT_NORMS = ("none", "imagenet")
-OUTPUT_STRIDES = (8, 16, 32)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -78,7 +77,7 @@ class _PreActBottleneck(nn.Module):
 
 
 class ResNet38d(nn.Module):
-    """ResNet-38d ("Wider or deeper", Wu et al. 2019), the paper's stage-1 backbone (REFERENCE_NOTES §2.1).
+    """ResNet-38d ("Wider or deeper", Wu et al. 2019), the paper's stage-1 backbone (docs/paper_vs_code.md §2.1).
 
     conv1a (64) → b2 ×3 (128, stride 2) → b3 ×3 (256, stride 2) → b4 ×6 (512, stride 2) → b5 ×3 (1024,
     dilation 2) → b6 (bottleneck 2048, dilation 4, Dropout2d 0.3) → b7 (bottleneck 4096, dilation 4,
@@ -264,7 +263,7 @@ def create_backbone(
             deepest, ``3`` = ``layer3`` of a ResNet). The CPU profiles stop a ResNet-10t at ``layer3``: at
             output stride 8 its dilated ``layer4`` costs more than the rest of the network together.
     """
-    _check_choice("output_stride", output_stride, OUTPUT_STRIDES)
+    check_choice("output_stride", output_stride, OUTPUT_STRIDES)
     download, path = _resolve_pretrained(pretrained)
     if name in BACKBONES and feature_level != -1:
         raise ValueError(f"feature_level applies only to timm backbones, got backbone {name!r}")
@@ -272,7 +271,7 @@ def create_backbone(
         if download:
             raise ValueError(
                 f"backbone {name!r} has no downloadable weights: convert them to a state dict "
-                "(REFERENCE_NOTES §2.1) and pass the file path as pretrained"
+                "(docs/paper_vs_code.md §2.1) and pass the file path as pretrained"
             )
         backbone = BACKBONES[name](output_stride=output_stride, freeze_official=freeze_official)
     else:
@@ -293,7 +292,7 @@ class InputNorm(nn.Module):
 
     def __init__(self, mode: str = "none") -> None:
         super().__init__()
-        _check_choice("input_norm", mode, INPUT_NORMS)
+        check_choice("input_norm", mode, INPUT_NORMS)
         self.mode = mode
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -312,7 +311,7 @@ def _check_head_args(num_classes: int, dropout: float, input_norm: str) -> None:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    _check_choice("input_norm", input_norm, INPUT_NORMS)
+    check_choice("input_norm", input_norm, INPUT_NORMS)
 
 
 class Classifier(nn.Module):
@@ -377,7 +376,7 @@ class Classifier(nn.Module):
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """SGD parameter groups: backbone and ARS at ``lr``, the classifier ``fc8`` at ``10·lr``.
 
-        As in the released code (REFERENCE_NOTES §2.2: ARS convs sit in the 1× group, fc8 in the 10× one).
+        As in the released code (docs/paper_vs_code.md §2.2: ARS convs sit in the 1× group, fc8 in the 10× one).
         Putting ARS at 10× as well was tried first: the reactivation gates λe^{−λx} then saturate within the
         first epoch, the features collapse to ~0 and the loss stays at ln 2 (measured on the cpu profile).
 
@@ -457,7 +456,7 @@ def create_segmenter(
     pretrained: str | Path | bool | None = None,
     input_norm: str = "none",
 ) -> Segmenter:
-    """Build a stage-2 segmentation network with segmentation-models-pytorch (REFERENCE_NOTES §4.1).
+    """Build a stage-2 segmentation network with segmentation-models-pytorch (docs/paper_vs_code.md §4.1).
 
     Args:
         arch: ``"pspnet"`` (the released code) or ``"deeplabv3plus"``.
@@ -470,14 +469,14 @@ def create_segmenter(
             state-dict file of the timm encoder (loaded non-strictly, mismatches warned).
         input_norm: ``"none"`` (the released code) or ``"imagenet"``.
     """
-    _check_choice("arch", arch, sorted(SEGMENTERS))
+    check_choice("arch", arch, sorted(SEGMENTERS))
     name = encoder.removeprefix("tu-")
     _check_timm_name(name, what="encoder")
     _check_head_args(num_classes, 0.0, input_norm)
     download, path = _resolve_pretrained(pretrained)
     kwargs = {"encoder_weights": "imagenet" if download else None, "in_channels": 3, "classes": num_classes}
     if encoder_depth is not None:
-        _check_choice(
+        check_choice(
             "encoder_depth", encoder_depth, (3, 4, 5) if arch == "deeplabv3plus" else (1, 2, 3, 4, 5)
         )
         kwargs["encoder_depth"] = encoder_depth

@@ -1,6 +1,6 @@
 """The numbers the ARML paper reports (Feng et al., MICCAI 2024), Tables 1–4, as data.
 
-Transcribed from the paper text (``reference/000_03ccb94c0920963d.txt``): every score is ``(mean, std)`` in
+Transcribed from the paper (Feng et al., MICCAI 2024, Tables 1–4): every score is ``(mean, std)`` in
 percent over the authors' repeated runs (their number is not stated). Bold face is dropped; the dagger
 († = significantly better than the best earlier method, p < 0.05, two-tailed t-test) is kept per row as the
 tuple ``significant`` of column names. The first row of Table 2 prints "~" in the Baseline column of the
@@ -17,7 +17,7 @@ text extraction where the PDF has a check mark; it is the plain-CAM baseline wit
   ``"L_pt"``, ``"L_st"``): ``miou`` and ``dice``. CE repeats "+ARS"; L_st repeats the full method.
 
 The ablations (Tables 2–4) are on BCSS only (paper §3.4). Dice is computed per class from the dataset-level
-confusion matrix and then averaged (REFERENCE_NOTES §5), so ``dice_c = 2·iou_c / (1 + iou_c)`` holds per
+confusion matrix and then averaged (docs/paper_vs_code.md §5), so ``dice_c = 2·iou_c / (1 + iou_c)`` holds per
 class, and the mean of those reproduces the reported Dice to about 0.1 point (:func:`dice_from_iou`), and
 the reported mIoU is the plain mean of the four class IoUs. Three Table 1 rows break this as printed (the
 numbers are kept as printed, see :data:`INCONSISTENT_ROWS`): HistoSegNet's Dice on both datasets (0.7 and
@@ -25,6 +25,11 @@ numbers are kept as printed, see :data:`INCONSISTENT_ROWS`): HistoSegNet's Dice 
 (71.45) and Dice (83.59) are both about 1 point above the mean of its class IoUs (70.40) and the Dice they
 give (82.59). Tables 3–4 print no class IoUs; for them ``Dice ≤ 2·mIoU / (1 + mIoU)`` holds (the map is
 concave, so the mean of per-class Dice cannot exceed it) with a gap of 0.2–0.3 point.
+
+Beside the tables, the experiment grids that re-run them (stage-2 overrides of
+:class:`~arml.stage2.SegConfig` per row, keyed like the tables): :data:`ABLATION` and :data:`OFFICIAL_RECIPE`
+(Table 2, notebook 06), :data:`OMEGA_SWEEP` and :data:`SWV_PIXELS` (Table 3, notebook 04),
+:data:`RELATION_SWEEP` and :data:`SWV_ONLY` (Table 4, notebook 05).
 
 Helpers put our numbers beside the paper's: :func:`summarize_seeds` reduces per-seed stage-2 metrics to the
 paper's mean ± std (as fractions, like every ``results/*.json``), :func:`format_comparison` prints both.
@@ -37,7 +42,10 @@ paper's mean ± std (as fractions, like every ``results/*.json``), :func:`format
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+
+from arml.datasets import CLASS_NAMES as CLASSES
 
 Score = tuple[float, float]  # (mean, std) in percent
 
@@ -48,11 +56,6 @@ INCONSISTENT_ROWS = (
     ("TABLE1", "luad", "AMR", "ResNet50", "miou"),
     ("TABLE1", "luad", "AMR", "ResNet50", "dice"),
 )
-
-CLASSES: dict[str, tuple[str, ...]] = {
-    "bcss": ("TUM", "STR", "LYM", "NEC"),
-    "luad": ("TE", "NEC", "LYM", "TAS"),
-}
 
 
 # One line per row, in the paper's column order: method | ref | backbone | 4 class IoUs | mIoU | Dice | ACC.
@@ -356,3 +359,50 @@ def format_table1(dataset: str, ours: dict | None = None, ours_label: str = "our
         cells = ["–" if m is None or m != m else format_score((100 * m, 100 * (s or 0.0))) for m, s in pairs]
         lines.append(f"{ours_label:<29} " + " ".join(f"{c:>{cell}}" for c in cells))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- experiment grids
+# Stage-2 overrides per table row. "N/A" / "CE" / "baseline" / "ars" are one network with plain CE
+# (peers=1): Table 2's rows without SWV and SRM.
+_CE = {"omega": None, "relation": None, "peers": 1}
+
+#: Table 2 (notebook 06): row → (pseudo masks from the classifier "noars" or "ars", stage-2 overrides).
+ABLATION: dict[str, tuple[str, dict]] = {
+    "baseline": ("noars", _CE),
+    "ars": ("ars", _CE),
+    "ars_swv": ("ars", {"omega": 2.0, "relation": None, "lam": 0.2}),
+    "ars_srm": ("ars", {"omega": None, "relation": "st", "lam": 0.2}),
+    "full": ("ars", {"omega": 2.0, "relation": "st", "lam": 0.2}),
+}
+ABLATION_LABELS = {
+    "baseline": "baseline",
+    "ars": "+ARS",
+    "ars_swv": "+ARS+SWV",
+    "ars_srm": "+ARS+SRM",
+    "full": "ARML (full)",
+}
+#: The full method under the released code's recipe (one network run three times per batch).
+OFFICIAL_RECIPE = {"omega": 2.0, "relation": "st", "lam": 0.2, "recipe": "official"}
+
+#: Table 3 (notebook 04): ω of SWV with L_st. ω = 1 weighs every pixel alike, i.e. plain CE + L_st.
+OMEGA_SWEEP: dict[str, dict] = {
+    "N/A": _CE,
+    "1": {"omega": None, "relation": "st", "lam": 0.2},
+    "2": {"omega": 2.0, "relation": "st", "lam": 0.2},
+    "3": {"omega": 3.0, "relation": "st", "lam": 0.2},
+    "5": {"omega": 5.0, "relation": "st", "lam": 0.2},
+    "inf": {"omega": math.inf, "relation": "st", "lam": 0.2},
+}
+#: The full method with the released code's normalisation of Eq. (4) (by pixels, not by weights).
+SWV_PIXELS = {"omega": 2.0, "relation": "st", "lam": 0.2, "normalize": "pixels"}
+
+#: Table 4 (notebook 05): the relation-mining loss beside SWV ω = 2.
+RELATION_SWEEP: dict[str, dict] = {
+    "CE": _CE,
+    "KL": {"omega": 2.0, "relation": "kl", "lam": 0.2},
+    "CRL": {"omega": 2.0, "relation": "crl", "lam": 0.2},
+    "L_pt": {"omega": 2.0, "relation": "pt", "lam": 0.2},
+    "L_st": {"omega": 2.0, "relation": "st", "lam": 0.2},
+}
+#: Table 2's "+ARS+SWV": SWV without a relation term.
+SWV_ONLY = {"omega": 2.0, "relation": None, "lam": 0.2}

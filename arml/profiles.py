@@ -1,8 +1,8 @@
-"""Named profiles: one set of sizes per use (DESIGN.md §1).
+"""Named profiles: one set of sizes per use (docs/architecture.md).
 
 * ``quick`` — CI and the notebook tests: a tiny synthetic dataset, seconds per stage.
 * ``cpu`` — the default main job (``make reproduce``): minutes on a 2-core laptop.
-* ``paper`` — the paper's settings (REFERENCE_NOTES §2.2, §4.5): ResNet-38d, 224 px, 20 stage-1 epochs
+* ``paper`` — the paper's settings (docs/paper_vs_code.md §2.2, §4.5): ResNet-38d, 224 px, 20 stage-1 epochs
   with batch 20 and lr 0.01; PSPNet on ResNeSt-101e, 10 epochs, batch 20, lr 5e-3. For a GPU and the
   real datasets.
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-
-PROFILE_NAMES = ("quick", "cpu", "paper")
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class Profile:
         return SegConfig(data_root=str(data_root), **{**self.seg, **overrides})
 
     def pseudo_config(self, **overrides):
-        from arml.stage1 import PseudoMaskConfig
+        from arml.pseudo_masks import PseudoMaskConfig
 
         return PseudoMaskConfig(**{**self.pseudo, **overrides})
 
@@ -78,6 +76,8 @@ PROFILES: dict[str, Profile] = {
         cam_limit=None,
     ),
 }
+
+PROFILE_NAMES = tuple(PROFILES)
 
 
 def get_profile(name: str | None = None) -> Profile:

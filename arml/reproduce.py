@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arml.experiments import REPO_ROOT, default_dir
+from arml.runtime import REPO_ROOT, default_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = (

@@ -1,6 +1,6 @@
 """Small runtime helpers shared by every stage: seeding, device choice, atomic file writes.
 
-One place for global state (DESIGN.md §6): nothing here runs on import.
+One place for global state (docs/architecture.md): nothing here runs on import.
 """
 
 from __future__ import annotations
@@ -13,6 +13,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_dir(kind: str) -> Path:
+    """``<repo>/<kind>`` unless ``$ARML_<KIND>`` says otherwise (kinds: runs, results, figures, data)."""
+    env = os.environ.get(f"ARML_{kind.upper()}")
+    return Path(env) if env else REPO_ROOT / kind
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (what the notebooks print), else as is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor (any device, detached) or array-like as a NumPy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def seed_everything(seed: int) -> None:

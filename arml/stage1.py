@@ -1,32 +1,48 @@
 """Stage 1: the classification network with ARS, trained on image-level labels (paper §2.1–2.2).
 
-The loop follows the released code (REFERENCE_NOTES §2.2): multi-label soft-margin loss, SGD with poly
-decay per step, backbone at ``lr`` and the new layers (ARS, fc8) at ``10·lr``, flips + Gaussian blur +
+The loop follows the released code (docs/paper_vs_code.md §2.2): multi-label soft-margin loss, SGD with
+poly decay per step, backbone at ``lr`` and the new layers (ARS, fc8) at ``10·lr``, flips + Gaussian blur +
 colour jitter, inputs in [0, 1]. Differences that the released code has and the paper does not are
 switched by ``recipe="official"`` (ARS from epoch index 2, CCA frozen at identity, untrained channel gate,
 pseudo masks from the ARS-free forward, the momentum bug that makes SGD momentum 5e-4).
 
-Each epoch ends with a checkpoint (``last.pt``) that also holds every random-number state, so a run
-killed mid-epoch resumes from the start of that epoch and finishes with the same weights.
+The run folder follows :mod:`arml.runfolder`: each epoch ends with a checkpoint (``last.pt``) that also
+holds every random-number state, so a run killed mid-epoch resumes from the start of that epoch and
+finishes with the same weights; ``classifier.pt`` marks a finished run.
+
+Steps: :func:`train_one_epoch` (the loop body), :func:`evaluate` (loss and accuracy of the image-level
+predictions on a labelled loader), :func:`train_classifier` (the run, built on both).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from arml.datasets import DATASETS, TrainDataset
+from arml.datasets import TrainDataset
+from arml.evaluation import eval_mode
 from arml.models import Classifier, create_classifier
+from arml.options import (
+    ARS_PARTS,
+    DATASETS,
+    INPUT_NORMS,
+    OUTPUT_STRIDES,
+    REACTIVATION_VARIANTS,
+    RECIPES,
+    Config,
+    option,
+)
+from arml.runfolder import RunFolder
 from arml.runtime import (
-    config_changes,
     load_checkpoint,
     resolve_device,
     rng_state,
@@ -35,95 +51,80 @@ from arml.runtime import (
     set_poly_lr,
     set_rng_state,
     weights_digest,
-    write_json,
 )
 
-RECIPES = ("paper", "official")
-ARS_CHOICES = (None, "cca", "reactivation", "both")
+FINISHED = "classifier.pt"
+WEIGHTS = "weights.json"
 
 
 @dataclass
-class ClsConfig:
+class ClsConfig(Config):
     """Everything that defines a stage-1 run. Defaults are the paper profile's values except the backbone.
 
-    Attributes:
-        data_root: dataset root in the published layout.
-        dataset: ``"luad"`` or ``"bcss"`` (name grammar, classes, background rule).
-        backbone: a timm name (``"resnet18"``, ``"resnet10t"``) or ``"resnet38d"`` (the paper's).
-        feature_level: timm feature level of the CAM features (-1 = deepest; 3 = a ResNet's layer3).
-        ars: ARS parts: ``"both"`` (paper), ``"cca"``, ``"reactivation"`` or ``None`` (plain CAM baseline).
-        recipe: ``"paper"`` (default, evident bugs fixed) or ``"official"`` (the released code).
-        reactivation_variant: ``"code"`` (the released AMM) or ``"eq3"`` (Eq. (3) as printed).
-        ars_start_epoch: first epoch with ARS on; ``None`` = 0 for the paper recipe, 2 for the official one.
-        momentum: SGD momentum; ``None`` = 0.9 (paper) or 5e-4 (official: the momentum bug).
-        dropout: Dropout2d before GAP (0.5 in the released ResNet-38 head).
+    ``ars_start_epoch=None`` is 0 under the paper recipe and 2 under the official one; ``momentum=None`` is
+    0.9 (paper) or 5e-4 (official: the momentum bug). See :attr:`first_ars_epoch`, :attr:`sgd_momentum`.
     """
 
-    data_root: str
-    dataset: str = "luad"
-    backbone: str = "resnet18"
-    feature_level: int = -1
-    output_stride: int = 8
-    pretrained: str | None = None
-    ars: str | None = "both"
-    recipe: str = "paper"
-    reactivation_variant: str = "code"
-    ars_start_epoch: int | None = None
-    input_norm: str = "none"
-    dropout: float = 0.0
-    epochs: int = 20
-    batch_size: int = 20
-    lr: float = 0.01
-    momentum: float | None = None
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    hflip: bool = True
-    vflip: bool = True
-    blur: bool = True
-    color_jitter: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
+    data_root: str = option(help="dataset root in the published layout", cli=False)
+    dataset: str = option("luad", "file-name grammar, classes and background rule", choices=DATASETS)
+    backbone: str = option("resnet18", "a timm name (resnet18, resnet10t) or resnet38d (the paper's)")
+    feature_level: int = option(-1, "timm feature level of the CAM features (-1 = deepest; 3 = layer3)")
+    output_stride: int = option(8, "backbone output stride", choices=OUTPUT_STRIDES)
+    pretrained: str | None = option(None, "initial backbone weights (a file), none = random init")
+    ars: str | None = option("both", "ARS parts (none = the plain-CAM baseline)", choices=ARS_PARTS)
+    recipe: str = option(
+        "paper", "paper (evident bugs fixed) or official (the released code)", choices=RECIPES
+    )
+    reactivation_variant: str = option(
+        "code", "the released AMM or Eq. (3) as printed", choices=REACTIVATION_VARIANTS
+    )
+    ars_start_epoch: int | None = option(None, "first epoch with ARS on (default: 0 paper, 2 official)")
+    input_norm: str = option(
+        "none", "input normalisation (the released code feeds [0, 1])", choices=INPUT_NORMS
+    )
+    dropout: float = option(0.0, "Dropout2d before GAP (0.5 in the released ResNet-38 head)")
+    epochs: int = option(20, "training epochs")
+    batch_size: int = option(20, "images per batch")
+    lr: float = option(0.01, "backbone and ARS learning rate (fc8: 10x)")
+    momentum: float | None = option(None, "SGD momentum (default: 0.9 paper, 5e-4 official)")
+    weight_decay: float = option(5e-4, "SGD weight decay")
+    poly_power: float = option(0.9, "power of the poly decay per step")
+    hflip: bool = option(True, "random horizontal flip")
+    vflip: bool = option(True, "random vertical flip")
+    blur: bool = option(True, "Gaussian blur, sigma ~ U(0.1, 2)")
+    color_jitter: float = option(0.5, "brightness and contrast jitter in [0, 1]")
+    seed: int = option(0, "seeds everything")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    num_workers: int = option(0, "DataLoader worker processes")
+    progress: bool = option(True, "tqdm progress bars", cli=False)
 
     def __post_init__(self) -> None:
         self.data_root = str(self.data_root)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        if self.ars not in ARS_CHOICES:
-            raise ValueError(f"ars must be one of {ARS_CHOICES}, got {self.ars!r}")
+        self.check_choices()
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+                raise ValueError(f"ClsConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            raise ValueError(f"ClsConfig.lr must be positive, got {self.lr!r}")
         if not 0 <= self.color_jitter <= 1:
-            raise ValueError(f"color_jitter must be in [0, 1], got {self.color_jitter!r}")
+            raise ValueError(f"ClsConfig.color_jitter must be in [0, 1], got {self.color_jitter!r}")
 
     @property
     def first_ars_epoch(self) -> int:
+        """The first epoch (0-based) trained with ARS on."""
         if self.ars_start_epoch is not None:
             return self.ars_start_epoch
         return 2 if self.recipe == "official" else 0
 
     @property
     def sgd_momentum(self) -> float:
+        """The SGD momentum actually used."""
         if self.momentum is not None:
             return self.momentum
         return 5e-4 if self.recipe == "official" else 0.9
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClsConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
     def build_model(self) -> Classifier:
+        """The run's :class:`~arml.models.Classifier`, freshly initialised (draws from the torch RNG)."""
         return create_classifier(
             self.backbone,
             ars=self.ars,
@@ -153,33 +154,87 @@ def train_transform(config: ClsConfig) -> v2.Compose:
     return lambda image: (compose(image),)
 
 
-def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) -> Classifier:
-    """Train the stage-1 classifier; write ``config.json``, ``last.pt``, ``history.json``, ``classifier.pt``.
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    step: int = 0,
+    max_steps: int | None = None,
+    poly_power: float = 0.9,
+    device: str | torch.device = "cpu",
+    desc: str = "stage 1",
+    progress: bool = False,
+) -> dict:
+    """One pass over ``loader`` in train mode: poly lr, multi-label soft-margin loss, one SGD step per batch.
 
-    With ``resume`` an interrupted run in ``out`` continues from its last finished epoch (the config must
-    match), and a finished run is loaded instead of retrained.
+    Args:
+        model: the classifier (its ``ars_enabled`` is the caller's choice for this epoch).
+        loader: ``(images, labels, names)`` batches.
+        optimizer: SGD whose groups' ``initial_lr`` are the base rates (set on first use).
+        step: global step of the first batch; ``max_steps``: of the whole run (default: this epoch's).
+        poly_power: power of the poly decay.
+        device: where the batches go.
+        desc, progress: the tqdm bar.
 
     Returns:
-        The trained :class:`Classifier` in eval mode (on the CPU).
+        ``{"loss": mean loss per image, "step": the next global step, "seconds": wall time}``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.json"
-    if saved.exists() and resume:
-        previous = json.loads(saved.read_text())
-        changes = config_changes(previous, config.to_dict())
-        if changes:
-            raise ValueError(
-                f"{out} holds a stage-1 run with a different config ({'; '.join(changes)}); pick another "
-                "folder or pass resume=False"
-            )
-        if (out / "classifier.pt").exists():
-            return load_classifier(out)
-    write_json(saved, config.to_dict())
+    max_steps = len(loader) if max_steps is None else max_steps
+    model.train()
+    started, total, seen = time.perf_counter(), 0.0, 0
+    bar = tqdm(loader, desc=desc, disable=not progress)
+    for images, labels, _ in bar:
+        images, labels = images.to(device), labels.to(device)
+        lr = set_poly_lr(optimizer, step, max_steps, poly_power)
+        loss = F.multilabel_soft_margin_loss(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        total += loss.item() * images.shape[0]
+        seen += images.shape[0]
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+    return {"loss": total / max(seen, 1), "step": step, "seconds": time.perf_counter() - started}
 
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model = config.build_model().to(device)
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: str | torch.device = "cpu") -> dict:
+    """Multi-label soft-margin loss and accuracy of the image-level predictions on a labelled loader.
+
+    A class is predicted present where its logit is positive (probability > 0.5). Runs in eval mode (the
+    previous mode is restored). Not called by :func:`train_classifier`: iterating another DataLoader draws
+    from the global torch RNG, which would change the training.
+
+    Args:
+        model: a classifier giving ``B×K`` logits.
+        loader: batches ``(images, labels, ...)`` with multi-hot float labels ``B×K``.
+        device: where the batches go.
+
+    Returns:
+        ``{"loss": mean per image, "accuracy": per-class fraction correct, "mean_accuracy", "images"}``.
+    """
+    total, seen, correct = 0.0, 0, None
+    with eval_mode([model]):
+        for images, labels, *_ in loader:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            total += F.multilabel_soft_margin_loss(logits, labels).item() * images.shape[0]
+            hits = ((logits > 0) == (labels > 0.5)).sum(0).double().cpu()
+            correct = hits if correct is None else correct + hits
+            seen += images.shape[0]
+    if seen == 0:
+        raise ValueError("evaluate needs a loader with at least one image")
+    accuracy = (correct / seen).tolist()
+    return {
+        "loss": total / seen,
+        "accuracy": accuracy,
+        "mean_accuracy": sum(accuracy) / len(accuracy),
+        "images": seen,
+    }
+
+
+def _train_loader(config: ClsConfig) -> tuple[DataLoader, torch.Generator]:
     dataset = TrainDataset(config.data_root, config.dataset, transform=train_transform(config))
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
@@ -190,45 +245,70 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
         num_workers=config.num_workers,
         generator=generator,
     )
+    return loader, generator
+
+
+def _resume(run: RunFolder, model: Classifier, optimizer, generator: torch.Generator) -> dict:
+    """``last.pt``'s progress, restored into the model, the optimiser and every RNG; or a fresh start's."""
+    state = run.load_last()
+    if state is None:
+        return {"epoch": -1, "step": 0, "history": []}
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"], generator)
+    return state
+
+
+def _finish(run: RunFolder, model: Classifier, config: ClsConfig) -> Classifier:
+    """Write ``classifier.pt`` (ARS on when the model has it) and ``weights.json``; the model, on the CPU."""
+    model.ars_enabled = model.ars.parts is not None
+    save_checkpoint(run.file(FINISHED), {"model": model.state_dict(), "config": config.to_dict()})
+    # The weights' digest, computed while they are in memory: pseudo-mask caches are keyed by it
+    run.write_json(WEIGHTS, {"digest": weights_digest(model.state_dict())})
+    return model.cpu().eval()
+
+
+def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) -> Classifier:
+    """Train the stage-1 classifier; write ``config.json``, ``last.pt``, ``history.json``, ``classifier.pt``.
+
+    With ``resume`` an interrupted run in ``out`` continues from its last finished epoch (the config must
+    match) and a finished run is loaded instead of retrained; ``resume=False`` starts over
+    (:mod:`arml.runfolder`).
+
+    Returns:
+        The trained :class:`Classifier` in eval mode (on the CPU).
+    """
+    run = RunFolder(out, config, stage="stage 1", finished=FINISHED, outputs=(WEIGHTS,), resume=resume)
+    if run.finished:
+        return load_classifier(out)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model = config.build_model().to(device)
+    loader, generator = _train_loader(config)
     optimizer = torch.optim.SGD(
         model.param_groups(config.lr, config.weight_decay), lr=config.lr, momentum=config.sgd_momentum
     )
-    max_steps = config.epochs * len(loader)
-    start_epoch, step, history = 0, 0, []
-    last = out / "last.pt"
-    if resume and last.exists():
-        state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
-        set_rng_state(state["rng"], generator)
-
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
+    run.start()
+    state = _resume(run, model, optimizer, generator)
+    step, history = state["step"], state["history"]
+    for epoch in range(state["epoch"] + 1, config.epochs):
         model.ars_enabled = model.ars.parts is not None and epoch >= config.first_ars_epoch
-        started, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"stage 1 epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
-        for images, labels, _ in bar:
-            images, labels = images.to(device), labels.to(device)
-            lr = set_poly_lr(optimizer, step, max_steps, config.poly_power)
-            loss = F.multilabel_soft_margin_loss(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            total += loss.item() * images.shape[0]
-            seen += images.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": total / max(seen, 1),
-                "seconds": time.perf_counter() - started,
-                "ars": model.ars_enabled,
-            }
+        result = train_one_epoch(
+            model,
+            loader,
+            optimizer,
+            step=step,
+            max_steps=config.epochs * len(loader),
+            poly_power=config.poly_power,
+            device=device,
+            desc=f"stage 1 epoch {epoch + 1}/{config.epochs}",
+            progress=config.progress,
         )
-        save_checkpoint(
-            last,
+        step = result["step"]
+        history.append(
+            {"epoch": epoch, "loss": result["loss"], "seconds": result["seconds"], "ars": model.ars_enabled}
+        )
+        run.save_last(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -236,21 +316,15 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
                 "step": step,
                 "history": history,
                 "rng": rng_state(generator),
-            },
+            }
         )
-        write_json(out / "history.json", {"history": history})
-
-    model.ars_enabled = model.ars.parts is not None
-    save_checkpoint(out / "classifier.pt", {"model": model.state_dict(), "config": config.to_dict()})
-    # The weights' digest, computed while they are in memory: pseudo-mask caches are keyed by it
-    write_json(out / "weights.json", {"digest": weights_digest(model.state_dict())})
-    return model.cpu().eval()
+        run.write_json("history.json", {"history": history})
+    return _finish(run, model, config)
 
 
 def load_classifier(run_dir: str | Path, device: str = "cpu") -> Classifier:
     """Rebuild a finished stage-1 classifier from ``run_dir`` (``config.json`` + ``classifier.pt``)."""
-    run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / "classifier.pt")
+    state = load_checkpoint(Path(run_dir) / FINISHED)
     model = ClsConfig.from_dict(state["config"]).build_model()
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
@@ -264,95 +338,9 @@ def load_config(run_dir: str | Path) -> ClsConfig:
     return ClsConfig.from_dict(json.loads(path.read_text()))
 
 
-@dataclass
-class PseudoMaskConfig:
-    """How CAMs become pseudo masks (REFERENCE_NOTES §3).
-
-    Defaults follow the released code: Grad-CAM, single scale, no flip, global min-max, label gating, the
-    LUAD background rule (grey > 200, white blobs under 50 px dropped). ``use_ars=None`` applies ARS
-    when the classifier has it, except under the official recipe, whose pseudo masks come from the
-    ARS-free network (REFERENCE_NOTES §6 row 9).
-    """
-
-    method: str = "gradcam"
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    normalization: str = "global"
-    background: str | None = None
-    bg_threshold: float = 200.0
-    bg_min_size: int = 50
-    use_ars: bool | None = None
-    batch_size: int = 32
-
-    def resolve_use_ars(self, model: Classifier) -> bool:
-        if self.use_ars is not None:
-            return self.use_ars
-        return model.ars.parts is not None and model.recipe != "official"
-
-
-def generate_pseudo_masks(
-    run_dir: str | Path,
-    name: str,
-    data_root: str | Path | None = None,
-    config: PseudoMaskConfig | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, object]:
-    """Write one palette PNG pseudo mask per training image to ``<data_root>/train_PM/<name>/``.
-
-    Files keep the training image's name and hold indices 0..4. Each is written atomically; files that
-    already exist are skipped (re-running finishes an interrupted job). CAMs run batched. When the
-    dataset has ``train_gt/`` (the synthetic data), the masks are scored against it.
-
-    Returns:
-        ``{"folder", "written", "skipped", "seconds", "images_per_s", "metrics"}``; ``metrics`` is the
-        :class:`~arml.metrics.SegmentationMetrics` result dict, or ``None`` without ``train_gt/``.
-    """
-    from arml.cams import cams_to_masks, compute_cams, default_background
-    from arml.datasets import read_mask, write_mask
-    from arml.metrics import SegmentationMetrics
-
-    config = config or PseudoMaskConfig()
-    stage1 = load_config(run_dir)
-    root = Path(data_root or stage1.data_root)
-    dev = resolve_device(device)
-    model = load_classifier(run_dir, device=str(dev))
-    use_ars = config.resolve_use_ars(model)
-    background = config.background or default_background(stage1.dataset)
-    folder = root / "train_PM" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    dataset = TrainDataset(root, stage1.dataset)
-    todo = [i for i, p in enumerate(dataset.files) if not (folder / p.name).exists()]
-    started = time.perf_counter()
-    loader = DataLoader(torch.utils.data.Subset(dataset, todo), batch_size=config.batch_size, shuffle=False)
-    for images, labels, names in tqdm(loader, desc=f"pseudo masks {name}", disable=not progress):
-        images = images.to(dev)
-        cams = compute_cams(
-            model, images, config.method, scales=config.scales, flip=config.flip, use_ars=use_ars
-        )
-        masks = cams_to_masks(
-            cams,
-            labels.to(dev),
-            images,
-            config.normalization,
-            background,
-            config.bg_threshold,
-            config.bg_min_size,
-        )
-        for mask, file_name in zip(masks.cpu().numpy(), names, strict=True):
-            write_mask(folder / file_name, mask, stage1.dataset)
-    seconds = time.perf_counter() - started
-    metrics = None
-    if (root / "train_gt").is_dir():
-        scorer = SegmentationMetrics(4)
-        for path in dataset.files:
-            scorer.update(read_mask(folder / path.name), read_mask(root / "train_gt" / path.name))
-        metrics = scorer.compute()
-    return {
-        "folder": str(folder),
-        "written": len(todo),
-        "skipped": len(dataset) - len(todo),
-        "seconds": seconds,
-        "images_per_s": len(todo) / seconds if todo and seconds > 0 else float("nan"),
-        "metrics": metrics,
-    }
+def classifier_digest(run: str | Path) -> str:
+    """The digest of a stage-1 run's weights: ``weights.json`` as training wrote it, else from ``classifier.pt``."""
+    sidecar = Path(run) / WEIGHTS
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())["digest"]
+    return weights_digest(load_checkpoint(Path(run) / FINISHED)["model"])  # runs made before weights.json

@@ -6,27 +6,27 @@ act as detached teachers in SRM (Eq. 5–8); every peer has its own SGD optimise
 weight decay 5e-4, poly decay 0.9 per iteration). The pseudo-mask value 4 (background / excluded) is mapped
 to the ignore label 255 for the losses. F_a's validation mIoU picks the best epoch (strictly better wins, as
 in the released code) and the test split is scored with that checkpoint for F_a (the paper's model), each
-peer, and the ensemble (mean of the peers' softmax probabilities).
+peer, and the ensemble (mean of the peers' softmax probabilities): :mod:`arml.evaluation`.
 
-``recipe="official"`` reproduces the released code instead (REFERENCE_NOTES §4.2): one network runs three
-times per batch in train mode; only the first pass is trained, the two extra passes (under ``no_grad``,
-differing only by dropout) are the voters and teachers.
+Which networks are trained, and against which logits, is the recipe's (:mod:`arml.recipes`): the three
+peers, a single network (``peers=1``, plain CE), or ``recipe="official"``, the released code
+(docs/paper_vs_code.md §4.2): one network run three times per batch, only the first pass trained.
 
 Cost: L_st reads every distance and angle off the B×B Gram matrix of the batch (:func:`arml.losses.structure_loss`),
 so it costs one B×D matmul per network rather than the B×B×D tensor of difference vectors of the released
 code (321 MB per copy at the paper's B = 20, D = 4·224·224). Measured with ``benchmarks/stage2_speed.py``
 on 2 CPU cores: one forward + backward at that size takes 0.26 s and peaks at 262 MiB, inputs included
 (the difference-vector version: 6–12 s and 2.0 GiB). The trainer backpropagates the peers' losses one
-after the other; the three networks' activations are all held until the last peer's backward (3× one
-network's, where the official recipe holds one network's plus two inference passes).
+after the other (memory: :mod:`arml.recipes`).
 
-Outputs in ``out``: ``config.json``, ``last.pt`` (every epoch: weights, optimisers, step, history, best score,
-RNG states), ``best.pt`` (all peers' weights at the best F_a validation mIoU), ``history.json`` and
+Outputs in ``out`` (:mod:`arml.runfolder`): ``config.json``, ``last.pt`` (every epoch: weights, optimisers,
+step, history, best score, RNG states), ``best.pt`` (all peers' weights at the best F_a validation mIoU),
+``history.json`` (per epoch and network: the Eq. 9 ``loss``, its ``supervised`` and ``relation`` terms) and
 ``metrics.json`` (test metrics per model, ``best_epoch``, ``val_miou``, ``seconds_per_epoch``).
 
 >>> config = SegConfig("data/synthetic/quick", masks="train_gt", encoder="resnet10t", epochs=2)  # doctest: +SKIP
 >>> metrics = train_segmenter(config, "runs/stage2-demo")  # doctest: +SKIP
->>> print(format_metrics(metrics, "luad"))  # doctest: +SKIP
+>>> print(format_metrics(metrics, "luad"))  # from arml.evaluation  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,57 +35,34 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from arml.datasets import (
-    BACKGROUND,
-    CLASS_NAMES,
+from arml.datasets import BACKGROUND, IGNORE_INDEX, MaskedDataset, TrainDataset
+from arml.evaluation import check_device, evaluate_models, score_split
+from arml.losses import RELATION_LOSSES
+from arml.models import SEGMENTERS
+from arml.options import (
     DATASETS,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    MaskedDataset,
-    TrainDataset,
+    INPUT_NORMS,
+    PEER_COUNTS,
+    RECIPES,
+    SWV_NORMALIZATIONS,
+    Config,
+    option,
+    parse_omega,
 )
-from arml.losses import NORMALIZATIONS, RELATION_LOSSES, mutual_loss
-from arml.metrics import SegmentationMetrics
-from arml.models import SEGMENTERS, create_segmenter
-from arml.runtime import (
-    config_changes,
-    load_checkpoint,
-    resolve_device,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_poly_lr,
-    set_rng_state,
-    to_jsonable,
-    write_json,
-)
+from arml.recipes import Networks, build_networks, create_recipe
+from arml.runfolder import RunFolder
+from arml.runtime import rng_state, seed_everything, set_poly_lr, set_rng_state, to_jsonable
 
-RECIPES = ("paper", "official")
-RELATIONS = (*sorted(RELATION_LOSSES), None)
-PEER_NAMES = ("F_a", "F_b", "F_c")
-ENSEMBLE = "ensemble"
-INPUT_NORMS = ("none", "imagenet")
-_RUN_FILES = ("last.pt", "best.pt", "history.json", "metrics.json")
-_CHOICES = {
-    "dataset": DATASETS,
-    "arch": tuple(sorted(SEGMENTERS)),
-    "input_norm": INPUT_NORMS,
-    "peers": (1, 3),
-    "recipe": RECIPES,
-    "relation": RELATIONS,
-    "normalize": NORMALIZATIONS,
-}
+FINISHED = "metrics.json"
 _RANGES = {  # name: (low, high, low end open)
     "lam": (0.0, 1.0, False),
     "alpha": (0.0, math.inf, False),
@@ -100,141 +77,114 @@ _INTS = {"epochs": 1, "batch_size": 1, "seed": 0, "num_workers": 0, "eval_batch_
 
 
 @dataclass
-class SegConfig:
+class SegConfig(Config):
     """Everything that defines a stage-2 run. Defaults are the paper's (§3.2) and the released code's.
 
-    Attributes:
-        data_root: dataset root in the published layout (``train/``, ``train_PM/``, ``val/``, ``test/``).
-        masks: training masks: a folder name under ``<data_root>/train_PM/``, ``"train_gt"`` (the synthetic
-            data's pixel truth) or an absolute path to a folder of palette PNGs named like ``train/``.
-        dataset: ``"luad"`` or ``"bcss"``.
-        arch, encoder, encoder_depth, pretrained, input_norm: passed to
-            :func:`arml.models.create_segmenter` (paper: PSPNet, ``resnest101e``, depth 3).
-        peers: 3 (mutual learning) or 1 (a single network trained with plain CE; needs ``omega=None`` and
-            ``relation=None``).
-        recipe: ``"paper"`` (three independent peers) or ``"official"`` (one network run three times).
-        omega: SWV weight ω ≥ 1 (paper: 2; ``math.inf`` drops disagreeing pixels), or None for plain CE.
-        relation: ``"st"`` (paper, Eq. 8), ``"pt"`` (Eq. 5), ``"kl"``, ``"crl"`` or None.
-        lam: λ of Eq. (9). alpha, beta: α, β of Eq. (8). normalize: SWV normalisation (``"weights"`` or
-            ``"pixels"``). temperature: temperature of ``"kl"``.
-        epochs, batch_size, lr, momentum, weight_decay, poly_power: optimisation (paper: 10, 20, 5e-3, 0.9,
-            5e-4; poly 0.9 per iteration as in the released code).
-        hflip: random horizontal flip (p = 0.5) of image and mask.
-        blur: Gaussian blur of the image only, p = 0.5, σ ~ U(0, 1) (PIL ``GaussianBlur(radius)``).
-        seed: seeds everything; peer k is initialised under ``seed + k``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        amp: mixed precision (autocast float16 + GradScaler); only takes effect on CUDA.
-        num_workers: DataLoader worker processes.
-        progress: tqdm progress bars.
-        eval_batch_size: batch size for validation and test.
+    ``masks`` names the training masks: a folder under ``<data_root>/train_PM/``, ``"train_gt"`` (the
+    synthetic data's pixel truth) or an absolute path to a folder of palette PNGs named like ``train/``.
+    ``peers=1`` trains a single network with plain CE and needs ``omega=None`` and ``relation=None``;
+    ``omega=math.inf`` drops disagreeing pixels (written ``"inf"`` in JSON). Peer k is initialised under
+    ``seed + k``.
     """
 
-    data_root: str
-    masks: str
-    dataset: str = "luad"
-    arch: str = "pspnet"
-    encoder: str = "resnet18"
-    encoder_depth: int | None = None
-    pretrained: str | None = None
-    input_norm: str = "none"
-    peers: int = 3
-    recipe: str = "paper"
-    omega: float | None = 2.0
-    relation: str | None = "st"
-    lam: float = 0.2
-    alpha: float = 30.0
-    beta: float = 60.0
-    normalize: str = "weights"
-    temperature: float = 1.0
-    epochs: int = 10
-    batch_size: int = 20
-    lr: float = 5e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    hflip: bool = True
-    blur: bool = True
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    num_workers: int = 0
-    progress: bool = True
-    eval_batch_size: int = 32
+    data_root: str = option(help="dataset root (train/, train_PM/, val/, test/)", cli=False)
+    masks: str = option(help="training masks: a train_PM/ folder name, train_gt, or an absolute path")
+    dataset: str = option("luad", "file-name grammar and classes", choices=DATASETS)
+    arch: str = option("pspnet", "architecture (paper: pspnet)", choices=tuple(sorted(SEGMENTERS)))
+    encoder: str = option("resnet18", "timm encoder name (paper: resnest101e)")
+    encoder_depth: int | None = option(None, "encoder stages used (paper: 3)", choices=(None, 1, 2, 3, 4, 5))
+    pretrained: str | None = option(None, "initial encoder weights (a file), none = random init")
+    input_norm: str = option("none", "input normalisation", choices=INPUT_NORMS)
+    peers: int = option(3, "3 (mutual learning) or 1 (a single network, plain CE)", choices=PEER_COUNTS)
+    recipe: str = option("paper", "paper (three peers) or official (one network run thrice)", choices=RECIPES)
+    omega: float | None = option(2.0, "SWV weight ω >= 1 of Eq. (4), inf, or none for plain CE")
+    relation: str | None = option("st", "relation loss (st: Eq. 8)", choices=(*sorted(RELATION_LOSSES), None))
+    lam: float = option(0.2, "λ of Eq. (9)")
+    alpha: float = option(30.0, "α of Eq. (8) (distance term)")
+    beta: float = option(60.0, "β of Eq. (8) (angle term)")
+    normalize: str = option("weights", "Eq. (4) over the weights or pixels", choices=SWV_NORMALIZATIONS)
+    temperature: float = option(1.0, "temperature of the kl relation")
+    epochs: int = option(10, "training epochs (paper: 10)")
+    batch_size: int = option(20, "images per batch (paper: 20)")
+    lr: float = option(5e-3, "SGD learning rate (paper: 5e-3)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "SGD weight decay")
+    poly_power: float = option(0.9, "power of the poly decay per iteration")
+    hflip: bool = option(True, "random horizontal flip of image and mask (p = 0.5)")
+    blur: bool = option(True, "Gaussian blur of the image, p = 0.5, sigma ~ U(0, 1)")
+    seed: int = option(0, "seeds everything; peer k is initialised under seed + k")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = option(True, "mixed precision (float16 autocast + GradScaler), CUDA only")
+    num_workers: int = option(0, "DataLoader worker processes")
+    progress: bool = option(True, "tqdm progress bars", cli=False)
+    eval_batch_size: int = option(32, "batch size for validation and test")
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"SegConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
-
-        def is_number(value) -> bool:
-            return isinstance(value, int | float) and not isinstance(value, bool)
-
         for name in ("data_root", "masks"):
-            need(isinstance(getattr(self, name), str | Path) and str(getattr(self, name)), name, "a path")
+            self._need(
+                isinstance(getattr(self, name), str | Path) and str(getattr(self, name)), name, "a path"
+            )
             setattr(self, name, str(getattr(self, name)))
-        if isinstance(self.omega, str) and self.omega.lower() in ("inf", "+inf", "infinity"):
-            self.omega = math.inf  # the JSON spelling written by to_dict
-        for name, choices in _CHOICES.items():
-            need(getattr(self, name) in choices, name, f"one of {list(choices)}")
-        need(isinstance(self.encoder, str) and self.encoder != "", "encoder", "a timm model name")
-        need(self.encoder_depth in (None, 1, 2, 3, 4, 5), "encoder_depth", "None or 1..5")
-        need(
+        self.check_choices()
+        self._need(isinstance(self.encoder, str) and self.encoder != "", "encoder", "a timm model name")
+        self._need(
             self.pretrained is None or isinstance(self.pretrained, str | Path), "pretrained", "None or a str"
         )
         self.pretrained = None if self.pretrained is None else str(self.pretrained)
-        need(self.omega is None or (is_number(self.omega) and self.omega >= 1), "omega", "None or >= 1")
-        self.omega = None if self.omega is None else float(self.omega)
+        self.omega = self._omega()
         for name, (low, high, low_open) in _RANGES.items():
             value = getattr(self, name)
-            ok = is_number(value) and low <= value <= high and not (low_open and value == low)
-            need(ok, name, f"a number in {'(' if low_open else '['}{low}, {high}]")
+            ok = _is_number(value) and low <= value <= high and not (low_open and value == low)
+            self._need(ok, name, f"a number in {'(' if low_open else '['}{low}, {high}]")
         for name, low in _INTS.items():
             value = getattr(self, name)
-            need(
-                isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                name,
-                f"an int >= {low}",
-            )
+            self._need(_is_int(value) and value >= low, name, f"an int >= {low}")
         for name in ("hflip", "blur", "amp", "progress"):
-            need(isinstance(getattr(self, name), bool), name, "True or False")
-        need(
+            self._need(isinstance(getattr(self, name), bool), name, "True or False")
+        self._need(
             isinstance(self.device, str) and _valid_device(self.device), "device", "'auto', 'cpu', 'cuda[:N]'"
         )
-        if self.peers == 1 and (self.omega is not None or self.relation is not None):
-            raise ValueError(
-                "SegConfig.peers=1 trains a single network with plain cross-entropy: SWV needs two voting peers "
-                "and relation losses need two teachers, so set omega=None and relation=None "
-                f"(got omega={self.omega!r}, relation={self.relation!r}), or use peers=3"
-            )
-        if self.recipe == "official" and self.peers != 3:
-            raise ValueError(
-                "SegConfig.recipe='official' runs one network three times per batch; it needs peers=3"
-            )
+        create_recipe(self)  # the recipe refuses options it cannot honour (e.g. SWV with peers=1)
         if self.relation == "st" and self.batch_size < 2:
             raise ValueError(
                 "SegConfig.batch_size must be >= 2 with relation='st' (relations are across images)"
             )
 
+    def _need(self, ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            raise ValueError(f"SegConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    def _omega(self) -> float | None:
+        """``omega`` as :func:`~arml.options.parse_omega` reads it (``"inf"`` is how :meth:`to_dict` writes ∞)."""
+        if self.omega is None or isinstance(self.omega, str) or _is_number(self.omega):
+            with contextlib.suppress(ValueError):
+                return parse_omega(self.omega)
+        raise ValueError(f"SegConfig.omega must be None or >= 1 (or 'inf'), got {self.omega!r}")
+
     @property
     def n_models(self) -> int:
         """Networks that are trained and saved: 3 peers, or 1 (``peers=1`` or ``recipe="official"``)."""
-        return 1 if self.recipe == "official" else self.peers
+        return create_recipe(self).n_models
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (``omega=math.inf`` is written as the string ``"inf"``)."""
-        data = asdict(self)
+        data = super().to_dict()
         if data["omega"] is not None and math.isinf(data["omega"]):
             data["omega"] = "inf"
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict) -> SegConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SegConfig fields {unknown}; valid fields: {sorted(known)}")
-        return cls(**data)
+    def loss_options(self) -> dict:
+        """The keyword arguments of :func:`arml.losses.loss_terms` under this config."""
+        names = ("omega", "lam", "relation", "alpha", "beta", "normalize", "temperature")
+        return {**{k: getattr(self, k) for k in names}, "ignore_index": IGNORE_INDEX}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _valid_device(device: str) -> bool:
@@ -245,13 +195,6 @@ def _valid_device(device: str) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
-    return resolved
 
 
 def resolve_mask_dir(config: SegConfig) -> Path:
@@ -274,24 +217,6 @@ def resolve_mask_dir(config: SegConfig) -> Path:
     return folder
 
 
-def build_models(config: SegConfig) -> list[nn.Module]:
-    """The run's networks on the CPU: peer k initialised under ``torch.manual_seed(config.seed + k)``."""
-    models = []
-    for k in range(config.n_models):
-        torch.manual_seed(config.seed + k)
-        models.append(
-            create_segmenter(
-                config.arch,
-                config.encoder,
-                num_classes=NUM_CLASSES,
-                encoder_depth=config.encoder_depth,
-                pretrained=config.pretrained,
-                input_norm=config.input_norm,
-            )
-        )
-    return models
-
-
 def augment(
     images: torch.Tensor,
     masks: torch.Tensor,
@@ -299,7 +224,7 @@ def augment(
     hflip: bool = True,
     blur: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released code's stage-2 augmentation, per image (REFERENCE_NOTES §4.5).
+    """The released code's stage-2 augmentation, per image (docs/paper_vs_code.md §4.5).
 
     Horizontal flip (p = 0.5) of image and mask, then Gaussian blur of the image only (p = 0.5) with
     σ ~ U(0, 1) (PIL's ``GaussianBlur(radius)`` uses the radius as σ) and a kernel of ``2·⌈3σ⌉ + 1`` taps.
@@ -329,80 +254,46 @@ def augment(
     return images, masks
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
-
-
-@contextlib.contextmanager
-def _eval_mode(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Put ``models`` in eval mode and restore each one's previous mode afterwards."""
-    modes = [m.training for m in models]
-    try:
-        for m in models:
-            m.eval()
-        yield
-    finally:
-        for m, mode in zip(models, modes, strict=True):
-            m.train(mode)
-
-
-@torch.no_grad()
-def predict(models: nn.Module | Sequence[nn.Module], images: torch.Tensor, amp: bool = False) -> torch.Tensor:
-    """Label maps ``B×H×W`` (int64, 0..3) from one network or the ensemble of several.
-
-    One network: argmax of its logits. Several: argmax of the mean of their softmax probabilities. The
-    networks run in eval mode (their previous mode is restored) on ``images``' device.
-    """
-    models = [models] if isinstance(models, nn.Module) else list(models)
-    with _eval_mode(models), _autocast(images.device, amp and images.device.type == "cuda"):
-        if len(models) == 1:
-            return models[0](images).float().argmax(1)
-        probs = torch.stack([m(images).float().softmax(1) for m in models]).mean(0)
-        return probs.argmax(1)
-
-
-def _model_names(n_models: int) -> list[str]:
-    return list(PEER_NAMES[:n_models]) + ([ENSEMBLE] if n_models > 1 else [])
-
-
-@torch.no_grad()
-def evaluate_models(
-    models: Sequence[nn.Module],
+def train_one_epoch(
+    nets: Networks,
     loader: DataLoader,
-    device: torch.device,
-    amp: bool = False,
-    progress: bool = False,
-    desc: str = "evaluate",
-    ensemble: bool = True,
-) -> dict[str, dict]:
-    """Score each network (``F_a``, ``F_b``, …) and, with ``ensemble``, their mean-softmax ensemble.
+    aug_generator: torch.Generator,
+    config: SegConfig,
+    *,
+    step: int = 0,
+    max_steps: int | None = None,
+    desc: str = "stage 2",
+) -> dict:
+    """One pass over ``loader``: augment, map the background to the ignore label, poly lr, :func:`train_step`.
 
     Returns:
-        Model name → JSON-ready metrics (:func:`arml.runtime.to_jsonable`) over the whole loader.
+        ``{"loss", "supervised", "relation"}`` (network name → mean per image; relation None without one),
+        ``"lr"`` (the last one), ``"step"`` (the next global step) and ``"train_seconds"``.
     """
-    names = _model_names(len(models)) if ensemble else list(PEER_NAMES[: len(models)])
-    scores = {name: SegmentationMetrics(NUM_CLASSES) for name in names}
-    use_amp = amp and device.type == "cuda"
-    with _eval_mode(models):
-        for images, masks, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            images = images.to(device, non_blocking=True)
-            with _autocast(device, use_amp):
-                logits = [m(images).float() for m in models]
-            for name, out in zip(names, logits, strict=False):
-                scores[name].update(out.argmax(1).cpu(), masks)
-            if ENSEMBLE in scores:
-                probs = torch.stack([out.softmax(1) for out in logits]).mean(0)
-                scores[ENSEMBLE].update(probs.argmax(1).cpu(), masks)
-    return {name: to_jsonable(s.compute()) for name, s in scores.items()}
-
-
-def _check_same_config(saved: dict, config: SegConfig, source: Path) -> None:
-    diff = config_changes(saved, config.to_dict())
-    if diff:
-        raise ValueError(
-            f"{source} belongs to a run with a different configuration ({'; '.join(diff)}); use another output "
-            "folder, or resume=False to start this one over"
-        )
+    max_steps = len(loader) if max_steps is None else max_steps
+    started = time.perf_counter()
+    for m in nets.models:
+        m.train()
+    totals, seen, lr = np.zeros((len(nets.models), 3)), 0, 0.0
+    bar = tqdm(loader, desc=desc, disable=not config.progress)
+    for images, masks, _ in bar:
+        images, masks = images.to(nets.device, non_blocking=True), masks.to(nets.device, non_blocking=True)
+        images, masks = augment(images, masks, aug_generator, config.hflip, config.blur)
+        target = masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX)
+        for opt in nets.optimizers:
+            lr = set_poly_lr(opt, step, max_steps, config.poly_power)
+        totals += np.array(nets.step(images, target, config.loss_options())) * images.shape[0]
+        step += 1
+        seen += images.shape[0]
+        bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in totals[:, 0] / seen), lr=f"{lr:.1e}")
+    means = totals / max(seen, 1)
+    terms = {
+        term: dict(zip(nets.recipe.names, means[:, i].tolist(), strict=True))
+        for i, term in enumerate(("loss", "supervised", "relation"))
+    }
+    if config.relation is None:
+        terms["relation"] = dict.fromkeys(nets.recipe.names)
+    return {**terms, "lr": lr, "step": step, "train_seconds": time.perf_counter() - started}
 
 
 def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Generator):
@@ -435,77 +326,85 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
     return train, val
 
 
-def _train_step(
-    models, optimizers, scaler, images, target, config, device, use_amp
-) -> list[tuple[float, float]]:
-    """One iteration: forward every network on the same batch, then each peer's Eq. (9) loss and step.
-
-    Returns:
-        Per network, the loss and its supervised term (SWV, or CE with ``omega=None``).
-    """
-    kwargs = {
-        "omega": config.omega,
-        "lam": config.lam,
-        "relation": config.relation,
-        "alpha": config.alpha,
-        "beta": config.beta,
-        "ignore_index": IGNORE_INDEX,
-        "normalize": config.normalize,
-        "temperature": config.temperature,
-    }
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    if config.recipe == "official":
-        with _autocast(device, use_amp):
-            logits = [models[0](images)]
-            with torch.no_grad():
-                logits += [models[0](images), models[0](images)]
-        pairs = [(0, 1, 2)]
-    elif config.peers == 1:
-        with _autocast(device, use_amp):
-            logits = [models[0](images)]
-        logits += [logits[0].detach(), logits[0].detach()]
-        pairs = [(0, 1, 2)]
-    else:
-        with _autocast(device, use_amp):
-            logits = [m(images) for m in models]
-        pairs = [(0, 1, 2), (1, 0, 2), (2, 0, 1)]
-    logits = [out.float() for out in logits]
-    values = []
-    for k, (own, p1, p2) in enumerate(pairs):
-        # The peers are detached inside mutual_loss: this backward reaches network k only, and peer k's
-        # step cannot change the other logits, which were all computed before any step.
-        loss = mutual_loss(logits[own], logits[p1], logits[p2], target, **kwargs)
-        if not use_amp and not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} for {PEER_NAMES[k]}; lower SegConfig.lr")
-        with torch.no_grad():  # the supervised term alone, for the history (cheap: one CE)
-            supervised = mutual_loss(
-                logits[own], logits[p1], logits[p2], target, **{**kwargs, "relation": None}
-            )
-        scaler.scale(loss).backward()
-        scaler.step(optimizers[k])
-        values.append((loss.item(), supervised.item()))
-    scaler.update()
-    return values
+def _resume(run: RunFolder, nets: Networks, aug_generator: torch.Generator, loader_generator) -> dict:
+    """The progress to continue from: ``last.pt``'s, restored into ``nets`` and the generators, or a fresh one."""
+    state = run.load_last()
+    if state is None:
+        return {"epoch": -1, "step": 0, "history": [], "best_score": -math.inf, "best_epoch": None}
+    if state["best_epoch"] is not None and not run.file("best.pt").is_file():
+        raise FileNotFoundError(f"{run.file('last.pt')} refers to {run.file('best.pt')}, which is missing")
+    nets.load_state_dict(state)
+    aug_generator.set_state(state["aug_rng"])
+    set_rng_state(state["rng"], loader_generator)
+    return {k: state[k] for k in ("epoch", "step", "history", "best_score", "best_epoch")}
 
 
-def _loss_summary(names: Sequence[str], means: np.ndarray, config: SegConfig) -> dict[str, dict]:
-    """History entries from per-network mean (loss, supervised term): ``loss``, ``supervised``, ``relation``.
+def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generators) -> None:
+    """Train one epoch, score F_a on the validation split, keep the best checkpoint, write ``last.pt``."""
+    (train_loader, val_loader), (aug_generator, loader_generator) = loaders, generators
+    started = time.perf_counter()
+    result = train_one_epoch(
+        nets,
+        train_loader,
+        aug_generator,
+        config,
+        step=progress["step"],
+        max_steps=config.epochs * len(train_loader),
+        desc=f"stage 2 epoch {epoch + 1}/{config.epochs}",
+    )
+    val = evaluate_models(
+        nets.models[:1], val_loader, nets.device, nets.use_amp, config.progress, f"val {epoch + 1}"
+    )
+    val = val["F_a"]
+    score = val["miou"] if val["miou"] is not None else -math.inf
+    progress["history"].append(
+        {
+            "epoch": epoch,
+            **{term: result[term] for term in ("loss", "supervised", "relation")},
+            "val_miou": val["miou"],
+            "lr": result["lr"],
+            "train_seconds": result["train_seconds"],
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    progress.update(epoch=epoch, step=result["step"])
+    # strictly better wins, as in the released code
+    if progress["best_epoch"] is None or score > progress["best_score"]:
+        progress.update(best_score=score, best_epoch=epoch)
+        run.save_best({"models": nets.weights(), "epoch": epoch, "val_miou": val["miou"]})
+    run.save_last(
+        {
+            **nets.state_dict(),
+            **progress,
+            "aug_rng": aug_generator.get_state(),
+            "rng": rng_state(loader_generator),
+        }
+    )
+    run.write_json("history.json", {"history": progress["history"]})
 
-    The relation term is recovered from Eq. (9) as ``(loss − (1 − λ)·supervised) / λ`` (None without one).
-    """
-    relation = [None] * len(names)
-    if config.relation is not None and config.lam > 0:
-        relation = [(total - (1 - config.lam) * sup) / config.lam for total, sup in means]
-    return {
-        "loss": dict(zip(names, means[:, 0].tolist(), strict=True)),
-        "supervised": dict(zip(names, means[:, 1].tolist(), strict=True)),
-        "relation": dict(zip(names, relation, strict=True)),
-    }
 
-
-def _checkpoint_models(models: Sequence[nn.Module]) -> list[dict]:
-    return [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in models]
+def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict]) -> dict:
+    """Score the best checkpoint's networks and their ensemble on the test split; write ``metrics.json``."""
+    best = run.load_best()
+    nets.load_state_dict(best)
+    metrics = score_split(
+        nets.models,
+        config.data_root,
+        "test",
+        config.eval_batch_size,
+        nets.device,
+        nets.use_amp,
+        config.progress,
+    )
+    metrics.update(
+        best_epoch=best["epoch"],
+        val_miou=best["val_miou"],
+        seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])),
+        split="test",
+        dataset=config.dataset,
+    )
+    run.write_json(FINISHED, metrics)
+    return to_jsonable(metrics)
 
 
 def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> dict:
@@ -513,11 +412,11 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
 
     Args:
         config: the run.
-        out: run folder (created); see the module docstring for its files.
+        out: run folder (created once config, data and device are checked); see the module docstring.
         resume: continue an interrupted run in ``out`` from the epoch after its last finished one, with the
             same weights, optimiser states, history and random states, so it ends exactly as an uninterrupted
             run would; return a finished run's ``metrics.json`` without training. ``False`` starts over and
-            replaces the run files in ``out``.
+            replaces the run files in ``out`` (:mod:`arml.runfolder`).
 
     Returns:
         The test metrics: model name (``"F_a"``, ``"F_b"``, ``"F_c"``, ``"ensemble"``; only ``"F_a"`` for
@@ -531,134 +430,20 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
     """
     if not isinstance(config, SegConfig):
         raise TypeError(f"config must be a SegConfig, got {type(config).__name__}")
-    out = Path(out)
-    state = None
-    if resume and (out / "config.json").is_file():
-        saved = json.loads((out / "config.json").read_text())
-        if (out / "metrics.json").is_file():
-            _check_same_config(saved, config, out / "config.json")
-            return json.loads((out / "metrics.json").read_text())
-    if resume and (out / "last.pt").is_file():
-        state = load_checkpoint(out / "last.pt")
-        _check_same_config(state["config"], config, out / "last.pt")
-        if state["best_epoch"] is not None and not (out / "best.pt").is_file():
-            raise FileNotFoundError(f"{out / 'last.pt'} refers to {out / 'best.pt'}, which is missing")
-    if state is None:
-        for name in _RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.to_dict())
-
+    run = RunFolder(out, config, stage="stage 2", finished=FINISHED, resume=resume)
+    if run.finished:
+        return run.read_json(FINISHED)
     seed_everything(config.seed)
-    device = _check_device(config.device)
-    use_amp = config.amp and device.type == "cuda"
+    device = check_device(config.device)
     loader_generator = torch.Generator().manual_seed(config.seed)
-    aug_generator = torch.Generator().manual_seed(config.seed + 1_000_003)
-    train_loader, val_loader = _make_loaders(config, device, loader_generator)
-    models = [m.to(device) for m in build_models(config)]
-    optimizers = [
-        torch.optim.SGD(
-            m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        for m in models
-    ]
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    max_steps = config.epochs * len(train_loader)
-    start_epoch, step, history, best_score, best_epoch = 0, 0, [], -math.inf, None
-    if state is not None:
-        for m, weights in zip(models, state["models"], strict=True):
-            m.load_state_dict(weights)
-        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
-        best_score, best_epoch = state["best_score"], state["best_epoch"]
-        aug_generator.set_state(state["aug_rng"])
-        set_rng_state(state["rng"], loader_generator)
-
-    names = PEER_NAMES[: len(models)]
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        for m in models:
-            m.train()
-        totals, seen = np.zeros((len(models), 2)), 0
-        bar = tqdm(
-            train_loader, desc=f"stage 2 epoch {epoch + 1}/{config.epochs}", disable=not config.progress
-        )
-        for images, masks, _ in bar:
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            images, masks = augment(images, masks, aug_generator, config.hflip, config.blur)
-            target = masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX)
-            lr = 0.0
-            for opt in optimizers:
-                lr = set_poly_lr(opt, step, max_steps, config.poly_power)
-            losses = _train_step(models, optimizers, scaler, images, target, config, device, use_amp)
-            step += 1
-            totals += np.array(losses) * images.shape[0]
-            seen += images.shape[0]
-            bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in totals[:, 0] / seen), lr=f"{lr:.1e}")
-        train_seconds = time.perf_counter() - started
-        val = evaluate_models(
-            models[:1], val_loader, device, use_amp, config.progress, f"val {epoch + 1}", ensemble=False
-        )["F_a"]
-        score = val["miou"] if val["miou"] is not None else -math.inf
-        history.append(
-            {
-                "epoch": epoch,
-                **_loss_summary(names, totals / max(seen, 1), config),
-                "val_miou": val["miou"],
-                "lr": lr,
-                "train_seconds": train_seconds,
-                "seconds": time.perf_counter() - started,
-            }
-        )
-        if best_epoch is None or score > best_score:  # strictly better, as the released code
-            best_score, best_epoch = score, epoch
-            save_checkpoint(
-                out / "best.pt",
-                {
-                    "models": _checkpoint_models(models),
-                    "epoch": epoch,
-                    "val_miou": val["miou"],
-                    "config": config.to_dict(),
-                },
-            )
-        save_checkpoint(
-            out / "last.pt",
-            {
-                "config": config.to_dict(),
-                "models": _checkpoint_models(models),
-                "optimizers": [opt.state_dict() for opt in optimizers],
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "history": history,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "aug_rng": aug_generator.get_state(),
-                "rng": rng_state(loader_generator),
-            },
-        )
-        write_json(out / "history.json", {"history": history})
-
-    best = load_checkpoint(out / "best.pt")
-    for m, weights in zip(models, best["models"], strict=True):
-        m.load_state_dict(weights)
-    test_loader = DataLoader(
-        MaskedDataset(config.data_root, "test"),
-        batch_size=config.eval_batch_size,
-        num_workers=config.num_workers,
-    )
-    metrics = evaluate_models(models, test_loader, device, use_amp, config.progress, "test")
-    metrics.update(
-        best_epoch=best["epoch"],
-        val_miou=best["val_miou"],
-        seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])),
-        split="test",
-        dataset=config.dataset,
-    )
-    write_json(out / "metrics.json", metrics)
-    return to_jsonable(metrics)
+    generators = (torch.Generator().manual_seed(config.seed + 1_000_003), loader_generator)
+    loaders = _make_loaders(config, device, loader_generator)
+    nets = build_networks(config, device)
+    run.start()
+    progress = _resume(run, nets, *generators)
+    for epoch in range(progress["epoch"] + 1, config.epochs):
+        _run_epoch(run, nets, config, epoch, progress, loaders, generators)
+    return _test(run, nets, config, progress["history"])
 
 
 def load_config(run_dir: str | Path) -> SegConfig:
@@ -667,105 +452,3 @@ def load_config(run_dir: str | Path) -> SegConfig:
     if not path.is_file():
         raise FileNotFoundError(f"no stage-2 run in {run_dir} (missing config.json)")
     return SegConfig.from_dict(json.loads(path.read_text()))
-
-
-def load_models(run_dir: str | Path, device: str | torch.device = "cpu") -> list[nn.Module]:
-    """The networks of a stage-2 run at its best epoch (``best.pt``), in eval mode on ``device``."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    state = load_checkpoint(run_dir / "best.pt")
-    models = []
-    for weights in state["models"]:
-        # Weights come from the checkpoint: never fetch or read the initial encoder weights again.
-        model = create_segmenter(
-            config.arch, config.encoder, NUM_CLASSES, config.encoder_depth, None, config.input_norm
-        )
-        model.load_state_dict(weights)
-        models.append(model.to(resolve_device(device)).eval())
-    return models
-
-
-def evaluate(
-    checkpoint_dir: str | Path,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    dataset: str | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
-) -> dict:
-    """Score a finished (or interrupted) run's ``best.pt`` networks and their ensemble on a split.
-
-    Args:
-        checkpoint_dir: a :func:`train_segmenter` output folder (``config.json`` + ``best.pt``).
-        data_root: dataset root; default: the run's ``data_root``.
-        split: ``"val"`` or ``"test"``.
-        dataset: ``"luad"`` or ``"bcss"``; default: the run's. Only recorded in the result (class names).
-        batch_size: evaluation batch size.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ….
-
-    Returns:
-        The same structure as ``metrics.json``: model name → metrics, plus ``best_epoch``, ``val_miou``,
-        ``split`` and ``dataset``.
-    """
-    if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset must be None or one of {DATASETS}, got {dataset!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    config = load_config(checkpoint_dir)
-    best = load_checkpoint(Path(checkpoint_dir) / "best.pt")
-    torch_device = _check_device(device)
-    models = load_models(checkpoint_dir, torch_device)
-    loader = DataLoader(MaskedDataset(data_root or config.data_root, split), batch_size=batch_size)
-    metrics = evaluate_models(models, loader, torch_device, config.amp, desc=split)
-    metrics.update(
-        best_epoch=best["epoch"], val_miou=best["val_miou"], split=split, dataset=dataset or config.dataset
-    )
-    return to_jsonable(metrics)
-
-
-def format_metrics(metrics: dict, class_names: Sequence[str] | str | None = None) -> str:
-    """A table in percent: per-class IoU, mIoU, Dice, ACC and FwIoU for every model in ``metrics``.
-
-    Args:
-        metrics: as returned by :func:`train_segmenter` or :func:`evaluate`.
-        class_names: names of the four classes, or a dataset name (``"luad"``, ``"bcss"``); default: the
-            ``dataset`` recorded in ``metrics``.
-    """
-    if class_names is None:
-        class_names = metrics.get("dataset", "luad")
-    if isinstance(class_names, str):
-        if class_names not in CLASS_NAMES:
-            raise ValueError(
-                f"class_names must be a list of names or one of {list(CLASS_NAMES)}, got {class_names!r}"
-            )
-        class_names = CLASS_NAMES[class_names]
-    rows = {name: m for name, m in metrics.items() if isinstance(m, dict) and "miou" in m}
-    if not rows:
-        raise ValueError("metrics holds no model results (expected entries like 'F_a': {'miou': …})")
-
-    def pct(value, width: int = 6) -> str:
-        text = "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
-        return f"{text:>{width}}"
-
-    widths = [max(6, len(c)) for c in class_names]
-    summary = ("mIoU", "Dice", "ACC", "FwIoU")
-    first = max(8, *(len(n) for n in rows))
-    split = f"{metrics['split']} split, " if "split" in metrics else ""
-    lines = [
-        f"{split}percent: IoU per class | mIoU, Dice, ACC, FwIoU",
-        f"{'model':<{first}} "
-        + " ".join(f"{c:>{w}}" for c, w in zip(class_names, widths, strict=True))
-        + " | "
-        + " ".join(f"{c:>6}" for c in summary),
-    ]
-    for name, m in rows.items():
-        if len(m["iou"]) != len(class_names):
-            raise ValueError(f"{len(class_names)} class names for {len(m['iou'])} classes in {name!r}")
-        per_class = " ".join(pct(v, w) for v, w in zip(m["iou"], widths, strict=True))
-        rest = " ".join(pct(m[k]) for k in ("miou", "mdice", "acc", "fwiou"))
-        lines.append(f"{name:<{first}} {per_class} | {rest}")
-    if "best_epoch" in metrics:
-        lines.append(f"best epoch {metrics['best_epoch']} (F_a val mIoU {pct(metrics.get('val_miou'), 0)})")
-    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     python benchmarks/cam_speed.py [--profile cpu] [--images 256]
 
-The released code (REFERENCE_NOTES §3) builds a Grad-CAM object per image and runs one forward and one
+The released code (docs/paper_vs_code.md §3) builds a Grad-CAM object per image and runs one forward and one
 backward per image *and class*; ours runs one forward per batch and one backward per class per batch.
 Uses a randomly initialised classifier of the profile (speed does not depend on the weights).
 """

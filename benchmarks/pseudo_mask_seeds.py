@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
-from arml.analysis import score_masks
-from arml.cams import cams_to_masks, collect_cams, default_background
-from arml.datasets import TrainDataset, read_mask
+from arml.analysis import pseudo_masks_from_cams, read_masks, score_masks
+from arml.cams import collect_cams
+from arml.datasets import TrainDataset
 from arml.experiments import Experiment, mean_std
 from arml.stage1 import load_classifier
 
@@ -32,7 +30,7 @@ def main() -> None:
     ex = Experiment(args.profile, progress=False)
     data = TrainDataset(ex.data_root, ex.dataset)
     n = len(data) if args.limit is None else min(args.limit, len(data))
-    truth = [read_mask(ex.data_root / "train_gt" / p.name) for p in data.files[:n]]
+    truth = read_masks(ex.data_root / "train_gt", [p.name for p in data.files[:n]])
     scores: dict[tuple[str, str], list[float]] = {}
     for ars in (None, "both"):
         for seed in args.seeds:
@@ -40,10 +38,8 @@ def main() -> None:
             model = load_classifier(ex.classifier(seed=seed, ars=ars))
             for method in METHODS:
                 got = collect_cams(model, data, method, limit=n, progress=False)
-                masks = cams_to_masks(
-                    got["cams"], got["labels"], got["images"], background=default_background(ex.dataset)
-                )
-                miou = score_masks(masks.numpy(), np.stack(truth))["miou"]
+                masks = pseudo_masks_from_cams(got, dataset=ex.dataset)
+                miou = score_masks(masks, truth)["miou"]
                 scores.setdefault((str(ars), method), []).append(miou)
             print(f"ars={ars} seed={seed}: {time.perf_counter() - started:.0f} s", flush=True)
     print(f"\npseudo-mask mIoU on {n} synthetic training images ({args.profile} profile), seeds {args.seeds}")

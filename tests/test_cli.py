@@ -71,3 +71,101 @@ def test_train_seg_rejects_bad_arguments(quick_synth, tmp_path, bad, capsys):
         ]
     )
     assert code == 2 and "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "name"),
+    [
+        ("train-cls", "arml.stage1", "ClsConfig"),
+        ("pseudo-masks", "arml.pseudo_masks", "PseudoMaskConfig"),
+        ("train-seg", "arml.stage2", "SegConfig"),
+    ],
+)
+def test_every_config_field_is_a_generated_option(command, module, name):
+    import dataclasses
+    import importlib
+
+    from arml.cli import build_parser
+
+    config_cls = getattr(importlib.import_module(module), name)
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    dests = {a.dest for a in sub._actions}
+    for f in dataclasses.fields(config_cls):
+        if f.metadata.get("cli", True):
+            assert f.name in dests, f"{name}.{f.name} has no --{f.name.replace('_', '-')} option"
+            assert f.metadata.get("help"), f"{name}.{f.name} has no one-line help"
+
+
+def test_generated_options_parse_types_choices_and_none():
+    from arml.cli import build_parser, config_overrides
+    from arml.pseudo_masks import PseudoMaskConfig
+    from arml.stage2 import SegConfig
+
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "pseudo-masks",
+            "--checkpoint",
+            "r",
+            "--name",
+            "n",
+            "--cam",
+            "layercam",
+            "--scales",
+            "1",
+            "0.5",
+            "--no-flip",
+            "--background",
+            "none",
+            "--use-ars",
+        ]
+    )
+    assert config_overrides(args, PseudoMaskConfig) == {
+        "method": "layercam",
+        "scales": [1.0, 0.5],
+        "flip": False,
+        "background": "none",
+        "use_ars": True,
+    }
+    args = parser.parse_args(
+        [
+            "train-seg",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--masks",
+            "m",
+            "--omega",
+            "none",
+            "--relation",
+            "none",
+            "--peers",
+            "1",
+            "--no-amp",
+        ]
+    )
+    assert config_overrides(args, SegConfig) == {
+        "masks": "m",
+        "omega": None,
+        "relation": None,
+        "peers": 1,
+        "amp": False,
+    }
+    assert config_overrides(
+        parser.parse_args(["train-seg", "--data", "d", "--out", "o", "--masks", "m", "--omega", "inf"]),
+        SegConfig,
+    )["omega"] == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--omega", "abc"], "argument --omega: expected float, got 'abc'"),
+        (["--relation", "mse"], "argument --relation: 'mse' is not one of: crl, kl, pt, st, none"),
+        (["--epochs", "2.5"], "argument --epochs: expected int, got '2.5'"),
+    ],
+)
+def test_bad_option_values_name_the_option(bad, message, capsys):
+    assert main(["train-seg", "--data", "d", "--out", "o", "--masks", "m", *bad]) == 2
+    assert message in capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_without_injected_cells_drops_a_stale_parameters_cell(tmp_path):
 
 
 def test_repo_relative():
-    from arml.experiments import REPO_ROOT, repo_relative
+    from arml.runtime import REPO_ROOT, repo_relative
 
     assert repo_relative(REPO_ROOT / "results" / "x.json") == "results/x.json"
     assert repo_relative("/elsewhere/x.json") == "/elsewhere/x.json"

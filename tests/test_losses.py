@@ -290,11 +290,39 @@ def test_mutual_combines_supervised_and_relation(batch, relation):
     torch.testing.assert_close(got, 0.8 * losses.swv_loss(*batch) + 0.2 * relation_term)
 
 
+@pytest.mark.parametrize("relation", [*sorted(losses.RELATION_LOSSES), None])
+@pytest.mark.parametrize("omega", [2.0, None])
+def test_loss_terms_name_the_terms_of_eq9_and_match_mutual_loss(batch, relation, omega):
+    """One call gives total, supervised and relation; total is Eq. (9) and mutual_loss, value and gradient."""
+    logits, p1, p2, target = batch
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    terms = losses.loss_terms(a, p1, p2, target, omega=omega, lam=0.3, relation=relation)
+    total = losses.mutual_loss(b, p1, p2, target, omega=omega, lam=0.3, relation=relation)
+    supervised = (
+        losses.swv_loss(logits, p1, p2, target, omega)
+        if omega
+        else F.cross_entropy(logits, target, ignore_index=IGNORE)
+    )
+    torch.testing.assert_close(terms.supervised, supervised)
+    if relation is None:
+        assert terms.relation is None and terms.total is terms.supervised  # no (1 - λ) without a relation
+    else:
+        expected = losses.create_relation_loss(relation)(logits, p1, p2, target, ignore_index=IGNORE)
+        torch.testing.assert_close(terms.relation, expected)
+        assert terms.total.item() == ((1 - 0.3) * terms.supervised + 0.3 * terms.relation).item()
+    assert torch.equal(terms.total, total)  # bit-identical to mutual_loss
+    terms.total.backward()
+    total.backward()
+    assert torch.equal(a.grad, b.grad)
+
+
 def test_mutual_invalid_arguments_raise(batch):
     with pytest.raises(ValueError, match=r"\['crl', 'kl', 'pt', 'st'\] or None"):
         losses.mutual_loss(*batch, relation="mse")
     with pytest.raises(ValueError, match="lam"):
         losses.mutual_loss(*batch, lam=1.5)
+    with pytest.raises(ValueError, match="lam"):
+        losses.loss_terms(*batch, lam=-0.1)
     with pytest.raises(ValueError, match="valid names"):
         losses.create_relation_loss("ST")
 

@@ -65,7 +65,7 @@ def test_table1_miou_is_the_mean_of_class_ious(dataset):
 
 @pytest.mark.parametrize("dataset", ["bcss", "luad"])
 def test_table1_dice_follows_from_class_ious(dataset):
-    """REFERENCE_NOTES §5: Dice_c = 2·IoU_c/(1+IoU_c), averaged over classes, within ~0.1 point."""
+    """docs/paper_vs_code.md §5: Dice_c = 2·IoU_c/(1+IoU_c), averaged over classes, within ~0.1 point."""
     for r in TABLE1[dataset]:
         if _known_bad(dataset, r, "dice"):
             assert abs(dice_from_iou(r["iou"]) - r["dice"][0]) > 0.5

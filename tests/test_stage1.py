@@ -1,12 +1,13 @@
 import json
 
-import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from arml.cli import main
-from arml.datasets import list_pngs, read_mask
-from arml.stage1 import ClsConfig, PseudoMaskConfig, generate_pseudo_masks, load_classifier, train_classifier
+from arml.datasets import list_pngs
+from arml.pseudo_masks import PseudoMaskConfig
+from arml.stage1 import ClsConfig, evaluate, load_classifier, load_config, train_classifier
 
 
 def _config(root, **kw):
@@ -33,6 +34,8 @@ def test_config_validation_names_the_choices(tmp_path):
         ClsConfig(data_root=str(tmp_path), ars="cbam")
     with pytest.raises(ValueError, match="epochs"):
         ClsConfig(data_root=str(tmp_path), epochs=0)
+    with pytest.raises(ValueError, match="ClsConfig.output_stride must be one of"):
+        ClsConfig(data_root=str(tmp_path), output_stride=4)
     official = ClsConfig(data_root=str(tmp_path), recipe="official")
     assert official.first_ars_epoch == 2 and official.sgd_momentum == 5e-4
     assert ClsConfig(data_root=str(tmp_path)).first_ars_epoch == 0
@@ -78,8 +81,8 @@ def test_finished_run_is_loaded_and_a_changed_config_refused(quick_synth, tmp_pa
     with pytest.raises(ValueError, match="different config"):
         train_classifier(_config(quick_synth, epochs=1, lr=0.1), tmp_path / "run")
     # The digest training writes is the one the checkpoint gives (pseudo-mask cache keys rely on it)
-    from arml.experiments import classifier_digest
     from arml.runtime import weights_digest
+    from arml.stage1 import classifier_digest
 
     assert classifier_digest(tmp_path / "run") == weights_digest(first.state_dict())
     (tmp_path / "run" / "weights.json").unlink()  # a run made before weights.json existed
@@ -93,26 +96,6 @@ def test_official_schedule_turns_ars_on_from_epoch_index_two(quick_synth, tmp_pa
     model = load_classifier(tmp_path / "off")
     assert float(model.ars.cca.gamma) == 0.0  # official CCA: gamma frozen at zero
     assert PseudoMaskConfig().resolve_use_ars(model) is False  # official PMs come from the ARS-free net
-
-
-def test_pseudo_masks_are_written_scored_and_resumable(quick_copy, tmp_path):
-    train_classifier(_config(quick_copy, epochs=1), tmp_path / "run")
-    result = generate_pseudo_masks(
-        tmp_path / "run", "pm_cam", config=PseudoMaskConfig(method="cam"), progress=False
-    )
-    train = list_pngs(quick_copy / "train")
-    written = list_pngs(quick_copy / "train_PM" / "pm_cam")
-    assert [p.name for p in written] == [p.name for p in train] and result["written"] == len(train)
-    mask = read_mask(written[0])
-    assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1, 2, 3, 4}
-    assert 0.0 <= result["metrics"]["miou"] <= 1.0
-    written[0].unlink()
-    again = generate_pseudo_masks(
-        tmp_path / "run", "pm_cam", config=PseudoMaskConfig(method="cam"), progress=False
-    )
-    assert again["written"] == 1 and again["skipped"] == len(train) - 1
-    assert again["metrics"]["miou"] == pytest.approx(result["metrics"]["miou"])
-    assert not list((quick_copy / "train_PM" / "pm_cam").glob(".*"))  # no temporary files left
 
 
 def test_cli_train_cls_and_pseudo_masks_end_to_end(quick_copy, tmp_path, capsys):
@@ -152,3 +135,55 @@ def test_cli_train_cls_and_pseudo_masks_end_to_end(quick_copy, tmp_path, capsys)
     assert code == 0 and "pseudo masks vs train_gt (synthetic): mIoU" in out
     assert len(list_pngs(quick_copy / "train_PM" / "cli")) == len(list_pngs(quick_copy / "train"))
     assert main(["pseudo-masks", "--checkpoint", str(run), "--name", "x", "--cam", "nope", "--quiet"]) == 2
+
+
+def test_from_dict_round_trips_and_refuses_unknown_keys(tmp_path):
+    config = ClsConfig(data_root=str(tmp_path), ars=None, lr=0.1)
+    assert ClsConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"unknown ClsConfig fields \['lrr'\]"):
+        ClsConfig.from_dict({**config.to_dict(), "lrr": 0.1})
+    assert "extra" not in config.to_dict()
+
+
+def test_a_run_file_with_an_unknown_field_is_refused(tmp_path):
+    config = ClsConfig(data_root=str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "extra": {}}))
+    with pytest.raises(ValueError, match=r"unknown ClsConfig fields \['extra'\]"):
+        load_config(tmp_path)
+
+
+def test_a_missing_dataset_leaves_no_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train_classifier(_config(tmp_path / "nowhere"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+class _Logits(torch.nn.Module):
+    """Returns channel 0, row 0 of the image as the logits: a 'classifier' whose outputs are hand-set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_training = []
+
+    def forward(self, x):
+        self.seen_training.append(self.training)
+        return x[:, 0, 0, :]
+
+
+def test_evaluate_by_hand():
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [-2.0, 1.0, -0.5, 3.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    images = torch.zeros(2, 3, 1, 4)
+    images[:, 0, 0] = logits
+    loader = [(images[:1], labels[:1], ["a"]), (images[1:], labels[1:], ["b"])]  # batches of one
+    model = _Logits().train()
+    result = evaluate(model, loader)
+    # predicted present where the logit > 0: [1, 0, 1, 0] and [0, 1, 0, 1]; class 2 is wrong twice
+    assert result["accuracy"] == [1.0, 1.0, 0.0, 1.0]
+    assert result["mean_accuracy"] == 0.75 and result["images"] == 2
+    # multilabel soft margin by hand: mean over classes of softplus(-x) where y = 1, softplus(x) where y = 0
+    per_image = torch.where(labels > 0, F.softplus(-logits), F.softplus(logits)).mean(1)
+    assert result["loss"] == pytest.approx(per_image.mean().item())
+    assert model.seen_training == [False, False] and model.training  # eval mode inside, restored after
+    with pytest.raises(ValueError, match="at least one image"):
+        evaluate(model, [])

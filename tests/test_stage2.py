@@ -1,4 +1,5 @@
-"""Stage 2 (arml.stage2): config checks, a tiny end-to-end run on noisy masks, resume, recipes, evaluation."""
+"""Stage 2 (arml.stage2, arml.recipes): config checks, recipes, a tiny end-to-end run on noisy masks, resume,
+evaluation of the run."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import pytest
 import torch
 
 import arml.stage2 as stage2
+from arml import recipes
 from arml.datasets import CLASS_NAMES, IGNORE_INDEX, list_pngs, read_mask, write_mask
+from arml.evaluation import evaluate, format_metrics
 from arml.losses import mutual_loss
 from arml.models import create_segmenter
 from arml.runtime import load_checkpoint
-from arml.stage2 import SegConfig, augment, evaluate, format_metrics, predict, train_segmenter
+from arml.stage2 import SegConfig, augment, train_segmenter
 from arml.synth import generate_dataset
 
 
@@ -75,6 +78,8 @@ def straight_run(noisy_root, tmp_path_factory):
         ({"peers": 1, "omega": None}, "set omega=None and relation=None"),
         ({"recipe": "official", "peers": 1, "omega": None, "relation": None}, "needs peers=3"),
         ({"omega": 0.5}, "omega must be None or >= 1"),
+        ({"omega": "two"}, "omega must be None or >= 1"),
+        ({"omega": True}, "omega must be None or >= 1"),
         ({"lam": 1.5}, r"lam must be a number in \[0.0, 1.0\]"),
         ({"normalize": "sum"}, r"normalize must be one of \['weights', 'pixels'\]"),
         ({"epochs": 0}, "epochs must be an int >= 1"),
@@ -99,11 +104,29 @@ def test_config_json_round_trip_and_unknown_fields():
     assert SegConfig("root", "x", recipe="official").n_models == 1
     with pytest.raises(ValueError, match=r"unknown SegConfig fields \['bogus'\]"):
         SegConfig.from_dict({**data, "bogus": 1})
+    assert SegConfig("root", "x", omega="none", peers=1, relation=None).omega is None
+    assert SegConfig("root", "x", omega=3).omega == 3.0 and isinstance(
+        SegConfig("root", "x", omega=3).omega, float
+    )
+
+
+def test_config_fields_carry_help_and_the_shared_choices():
+    from dataclasses import fields
+
+    from arml.options import PEER_COUNTS, RECIPES, SWV_NORMALIZATIONS
+
+    meta = {f.name: f.metadata for f in fields(SegConfig)}
+    assert all(m["help"] for m in meta.values())
+    assert meta["recipe"]["choices"] == RECIPES and meta["peers"]["choices"] == PEER_COUNTS
+    assert meta["normalize"]["choices"] == SWV_NORMALIZATIONS
+    assert None in meta["relation"]["choices"] and "st" in meta["relation"]["choices"]
+    assert not meta["data_root"]["cli"] and meta["masks"]["cli"]
 
 
 def test_missing_mask_folder_lists_the_available_ones(noisy_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"found: \['noisy'\]"):
         train_segmenter(tiny_config(noisy_root, masks="PM_bn7"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # a run that fails its checks leaves no folder behind
 
 
 def test_augment_flips_image_and_mask_together_and_blurs_the_image_only():
@@ -139,27 +162,72 @@ def test_a_peer_loss_reaches_only_its_own_network():
         assert all(torch.equal(a, b) for a, b in zip(old, m.parameters(), strict=True))
 
 
+def _tiny_models(n):
+    torch.manual_seed(0)
+    return [create_segmenter("pspnet", "resnet10t", encoder_depth=3) for _ in range(n)]
+
+
+def test_three_peers_score_each_peer_against_the_other_two():
+    recipe, models, images = recipes.ThreePeers(), _tiny_models(3), torch.rand(2, 3, 32, 32)
+    for m in models:
+        m.eval()  # no dropout, so the reference forward below gives the same logits
+    assert recipe.n_models == 3 and recipe.names == ("F_a", "F_b", "F_c")
+    triples = recipe.triples(models, images)
+    with torch.no_grad():
+        logits = [m(images) for m in models]
+    assert len(triples) == 3
+    for triple, order in zip(triples, [(0, 1, 2), (1, 0, 2), (2, 0, 1)], strict=True):
+        assert all(torch.equal(t, logits[k]) for t, k in zip(triple, order, strict=True))
+        assert triple[0].requires_grad
+    with pytest.raises(ValueError, match="trains 3 network"):
+        recipe.triples(models[:1], images)
+
+
+def test_single_network_votes_with_its_own_detached_logits():
+    recipe, models, images = recipes.SingleNetwork(), _tiny_models(1), torch.rand(2, 3, 32, 32)
+    assert recipe.n_models == 1 and recipe.names == ("F_a",)
+    ((own, peer1, peer2),) = recipe.triples(models, images)
+    assert own.requires_grad and not peer1.requires_grad and not peer2.requires_grad
+    assert torch.equal(own, peer1) and torch.equal(own, peer2)
+
+
+def test_official_recipe_runs_one_network_three_times_and_trains_the_first_pass():
+    torch.manual_seed(0)
+    net = create_segmenter("pspnet", "resnet10t", encoder_depth=3)  # PSPNet: Dropout2d(0.2) in train mode
+    recipe, images = recipes.OfficialRecipe(), torch.rand(2, 3, 32, 32)
+    assert recipe.n_models == 1
+    ((own, peer1, peer2),) = recipe.triples([net], images)
+    assert own.requires_grad and not peer1.requires_grad and not peer2.requires_grad
+    assert not torch.equal(own, peer1) and not torch.equal(peer1, peer2)  # three stochastic passes
+    net.eval()
+    ((own, peer1, peer2),) = recipe.triples([net], images)
+    assert torch.equal(own, peer1) and torch.equal(peer1, peer2)  # only dropout told them apart
+
+
 @pytest.mark.parametrize(
-    ("changes", "n_models"),
-    [({}, 3), ({"recipe": "official"}, 1), ({"peers": 1, "omega": None, "relation": None}, 1)],
+    ("changes", "kind"),
+    [
+        ({}, recipes.ThreePeers),
+        ({"recipe": "official"}, recipes.OfficialRecipe),
+        ({"peers": 1, "omega": None, "relation": None}, recipes.SingleNetwork),
+    ],
 )
-def test_train_step_updates_every_trained_network(changes, n_models):
+def test_create_recipe_and_one_step_update_every_trained_network(changes, kind):
     config = replace(SegConfig("root", "noisy", encoder="resnet10t", encoder_depth=3), **changes)
-    models = stage2.build_models(config)
-    assert len(models) == n_models
-    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
-    before = [[p.detach().clone() for p in m.parameters()] for m in models]
+    assert isinstance(recipes.create_recipe(config), kind)
+    nets = recipes.build_networks(config, torch.device("cpu"))
+    assert len(nets.models) == len(nets.optimizers) == config.n_models == kind.n_models
+    before = [[p.detach().clone() for p in m.parameters()] for m in nets.models]
     images, target = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    values = stage2._train_step(
-        models, optimizers, scaler, images, target, config, torch.device("cpu"), False
-    )
-    assert len(values) == n_models
-    for (loss, supervised), m, old in zip(values, models, before, strict=True):
+    values = nets.step(images, target, config.loss_options())
+    assert len(values) == config.n_models
+    for (loss, supervised, relation), m, old in zip(values, nets.models, before, strict=True):
         assert math.isfinite(loss) and math.isfinite(supervised)
+        if config.relation is None:
+            assert loss == supervised and math.isnan(relation)
+        else:
+            assert loss == pytest.approx((1 - config.lam) * supervised + config.lam * relation)
         assert any(not torch.equal(a, b) for a, b in zip(old, m.parameters(), strict=True))
-    if config.relation is None:
-        assert values[0][0] == pytest.approx(values[0][1])
 
 
 def test_three_peers_train_on_noisy_masks(straight_run):
@@ -271,17 +339,3 @@ def test_evaluate_reproduces_the_test_metrics_and_formats_them(straight_run, noi
     assert val["F_a"]["miou"] == pytest.approx(metrics["val_miou"])
     with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
         evaluate(out, split="train")
-
-
-def test_predict_single_and_ensemble():
-    torch.manual_seed(0)
-    models = [create_segmenter("pspnet", "resnet10t", encoder_depth=3) for _ in range(2)]
-    images = torch.rand(2, 3, 32, 32)
-    single = predict(models[0], images)
-    assert single.shape == (2, 32, 32) and single.dtype == torch.int64
-    assert models[0].training  # mode restored
-    with torch.no_grad():
-        for m in models:
-            m.eval()
-        probs = (models[0](images).softmax(1) + models[1](images).softmax(1)) / 2
-    assert torch.equal(predict(models, images), probs.argmax(1))
