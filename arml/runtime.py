@@ -5,6 +5,8 @@ One place for global state (docs/architecture.md): nothing here runs on import.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
 import tempfile
@@ -59,25 +61,117 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
 
 
+TEMP_PREFIX = ".arml-tmp-"
+"""Names of :func:`atomic_write`'s temporary files start with this (hidden, and recognisably arml's)."""
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_FORBIDDEN = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``).
+
+    Elsewhere it falls back to setting and restoring it (``os.umask``), which is safe unless another thread
+    creates a file in between.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_error(err: OSError, path: str | Path) -> OSError:
+    """``err`` restated for the file the user asked for, when it says the disk or the folder refused.
+
+    ENOSPC/EDQUOT become ``OSError(errno, "disk full while writing <path>")``; EACCES/EPERM/EROFS become
+    ``"cannot write <path>: permission denied"`` (or ``read-only file system``; a :class:`PermissionError`
+    for EACCES/EPERM). Anything else is returned unchanged.
+    """
+    if err.errno in _DISK_FULL:
+        return OSError(err.errno, f"disk full while writing {path}")
+    if err.errno in _FORBIDDEN:
+        return OSError(err.errno, f"cannot write {path}: {_FORBIDDEN[err.errno]}")
+    return err
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename.
 
     A crash part-way leaves either the old file or no file, never half a file. The temporary file is
-    created in the same folder (same file system) and keeps the target's suffix so writers that infer
-    the format from the name (PIL, ``torch.save``) still work.
+    created in the same folder (same file system) as ``.arml-tmp-<stem>.<random><suffix>`` (hidden, so
+    :func:`arml.datasets.list_pngs` skips it, and recognisable, so :func:`clean_temp_files` removes only
+    arml's leftovers); it keeps the target's suffix so writers that infer the format from the name (PIL,
+    ``torch.save``) still work.
+
+    The file gets the permissions the umask gives a new file (``0o666 & ~umask``: 0644 under umask 022,
+    0600 under 077), as ``open(path, "w")`` would, not ``mkstemp``'s private 0600; a replaced file gets
+    them too (files written by older versions with 0600 are repaired on their next write).
+
+    Raises:
+        OSError: a full disk or quota (ENOSPC, EDQUOT) as ``"disk full while writing <path>"``; a forbidden
+            or read-only folder (EACCES, EPERM, EROFS) as ``"cannot write <path>: permission denied"`` /
+            ``"… read-only file system"`` (see :func:`write_error`); the original error is the cause. Other
+            errors from ``write`` propagate unchanged. In every case the old file stays and no temporary
+            file is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    mode = 0o666 & ~current_umask()
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{TEMP_PREFIX}{path.stem[:100]}.", suffix=path.suffix
+        )
+        tmp_path = Path(tmp)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
         write(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as err:
+        translated = write_error(err, path)
+        if translated is err:
+            raise
+        raise translated from err
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
     return path
+
+
+def is_temp_file(path: str | Path) -> bool:
+    """Whether ``path`` is named like one of :func:`atomic_write`'s temporary files."""
+    return Path(path).name.startswith(TEMP_PREFIX)
+
+
+def clean_temp_files(folder: str | Path, suffix: str | None = None) -> list[Path]:
+    """Remove the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    Only files named ``.arml-tmp-*`` (and ending with ``suffix``, e.g. ``".png"``, when given) directly
+    inside ``folder`` are removed; nothing else is touched. Call it only while no other process writes into
+    ``folder``: it would remove a live write's temporary file. A missing folder holds nothing to clean.
+
+    Returns:
+        The removed files, sorted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if is_temp_file(entry) and (suffix is None or entry.name.endswith(suffix)) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9) -> float:
@@ -119,9 +213,28 @@ def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) 
         loader_generator.set_state(state["loader"])
 
 
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "failed writing", "PytorchStreamWriter failed")
+
+
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """``torch.save`` through :func:`atomic_write`: an interrupted save never corrupts the last checkpoint."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save`` through :func:`atomic_write`: an interrupted save never corrupts the last checkpoint.
+
+    Raises:
+        OSError: as :func:`atomic_write`. ``torch.save`` reports a failed write (full disk) as a
+            ``RuntimeError`` (``unexpected pos …``, ``PytorchStreamWriter failed writing file …``); that one
+            becomes ``OSError(ENOSPC, "disk full while writing <path>")`` too, with torch's error as the cause.
+            Other errors propagate unchanged.
+    """
+
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:
+            if any(marker in str(err) for marker in _TORCH_WRITE_FAILED):
+                raise OSError(errno.ENOSPC, f"torch.save could not write {tmp}: {err}") from err
+            raise
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

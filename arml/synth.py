@@ -8,8 +8,9 @@ Every loader, checker and notebook runs the same code on this data and on the re
 
 This module is about the dataset: its size and difficulty (:class:`SynthConfig`, :data:`SYNTH_PROFILES`), the
 seed of every patch (:func:`patch_rng`), file names, masks and ``synth.json`` (:func:`generate_dataset`,
-:func:`config_from_json`). Each patch is drawn by :func:`arml.tissue.generate_patch`, which explains how the
-tissue is rendered and the stains mixed.
+:func:`config_from_json`), and what overwriting a folder would remove (:func:`plan_overwrite`: only what
+arml.synth wrote, and ``train_PM/`` only when asked). Each patch is drawn by
+:func:`arml.tissue.generate_patch`, which explains how the tissue is rendered and the stains mixed.
 
 The mask holds the class index per pixel (LUAD order 0 TE, 1 NEC, 2 LYM, 3 TAS) and 4 for glass and for
 slivers (classes covering at most ``label_threshold`` of the patch, also left out of the label).
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
@@ -30,8 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from arml.datasets import BACKGROUND, DATASETS, NUM_CLASSES, format_train_name, list_pngs, write_mask
-from arml.runtime import atomic_write
+from arml.datasets import BACKGROUND, DATASETS, NUM_CLASSES, format_train_name, write_mask
+from arml.runtime import atomic_write, clean_temp_files
 from arml.tissue import SPLITS, check_split, generate_patch
 
 GENERATOR_VERSION = "arml.synth/1"
@@ -128,7 +129,7 @@ def patch_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 # ------------------------------------------------------------------------------------------------ on disk
-def _stem(seed: int, split: str, index: int, config: SynthConfig, dataset: str) -> str:
+def patch_stem(seed: int, split: str, index: int, config: SynthConfig, dataset: str) -> str:
     """A LUAD- or BCSS-like name without label or suffix; ids are unique over the three splits."""
     ident = index + sum(config.count(s) for s in SPLITS[: SPLITS.index(split)])
     x, y = np.random.default_rng([seed, SPLITS.index(split), index, 1]).integers(0, 60000, 2)
@@ -149,7 +150,9 @@ def _write_one(task: tuple[str, int], out: Path, config: SynthConfig, seed: int,
     rgb, mask, label = generate_patch(patch_rng(seed, split, index), config, split)
     if dataset == "bcss":
         mask, label = LUAD_TO_BCSS[mask], tuple(label[i] for i in np.argsort(LUAD_TO_BCSS[:NUM_CLASSES]))
-    image_path, mask_path = _paths(out, split, _stem(seed, split, index, config, dataset), label, dataset)
+    image_path, mask_path = _paths(
+        out, split, patch_stem(seed, split, index, config, dataset), label, dataset
+    )
     img = Image.fromarray(rgb)
     atomic_write(image_path, lambda tmp: img.save(tmp, format="PNG", compress_level=6))
     write_mask(mask_path, mask, dataset)
@@ -166,32 +169,6 @@ def _metadata(config: SynthConfig, seed: int, dataset: str) -> dict:
     }
 
 
-_ENTRIES = ("train", "train_gt", "val", "test", "synth.json")
-
-
-def _existing_problem(out: Path, meta: dict, config: SynthConfig, seed: int, dataset: str) -> str | None:
-    """Why ``out`` does not already hold exactly this dataset (None: it does)."""
-    try:
-        found = json.loads((out / "synth.json").read_text())
-    except FileNotFoundError:
-        return "files but no synth.json (an unfinished run or a dataset not made by arml.synth)"
-    except (OSError, ValueError) as err:
-        return f"an unreadable synth.json ({err})"
-    differ = sorted(k for k in meta if found.get(k) != json.loads(json.dumps(meta[k])))
-    if differ:
-        return f"a synthetic dataset made with other settings (differs in: {', '.join(differ)})"
-    for split in SPLITS:
-        folders = ("train", "train_gt") if split == "train" else (f"{split}/img", f"{split}/mask")
-        want = {_stem(seed, split, i, config, dataset) for i in range(config.count(split))}
-        for folder in folders:
-            have = (
-                [p.stem.rsplit("[", 1)[0] for p in list_pngs(out / folder)] if (out / folder).is_dir() else []
-            )
-            if set(have) != want or len(have) != len(want):
-                return f"an incomplete or altered dataset ({folder}/ has {len(have)} of {len(want)} expected files)"
-    return None
-
-
 def generate_dataset(
     out: str | Path,
     profile: str | SynthConfig = "quick",
@@ -200,6 +177,8 @@ def generate_dataset(
     workers: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    drop_pseudo_masks: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a synthetic dataset in the LUAD-HistoSeg (or BCSS-WSSS) layout and return its root.
 
@@ -207,6 +186,8 @@ def generate_dataset(
     label noise), ``{val,test}/{img,mask}/<stem>.png`` and ``synth.json`` (config, seed, dataset, counts,
     generator version; written last, so its presence marks a complete run). ``dataset="bcss"`` writes
     BCSS-WSSS names (``SYN-00012_xmin…_MPP-2.0000+0[1101].png``), class order (TUM, STR, LYM, NEC) and palette.
+    While it runs, ``synth.partial.json`` (the same metadata) marks the folder as arml's: a killed run is
+    finished by calling again with the same arguments, and can be overwritten.
 
     Patch ``i`` of a split comes from ``SeedSequence([seed, split_id, i])`` (:func:`patch_rng`), so the files
     are byte-identical for the same seed whatever ``workers`` is.
@@ -218,12 +199,31 @@ def generate_dataset(
         dataset: ``"luad"`` or ``"bcss"`` naming and class order.
         workers: processes (default ``os.cpu_count()``; 0 or 1 runs in this process).
         progress: show a tqdm progress bar.
-        overwrite: replace the dataset entries (train, train_gt, train_PM, val, test, synth.json) in ``out``.
+        overwrite: replace a dataset that arml.synth made in ``out``, following :func:`plan_overwrite`:
+            ``train``, ``train_gt``, ``val``, ``test`` and ``synth.json`` go; ``train_PM`` (pseudo masks)
+            stays unless ``drop_pseudo_masks``. A folder arml did not make is never deleted.
+        drop_pseudo_masks: with ``overwrite`` (only), also remove ``train_PM/``.
+        log: called with one line per thing removed or kept, and per leftover temporary file removed
+            (e.g. ``print``); nothing is printed otherwise.
 
     Raises:
-        ValueError: unknown profile or dataset, bad seed or workers.
-        FileExistsError: ``out`` holds a partial or different dataset and ``overwrite`` is False.
+        ValueError: unknown profile or dataset, bad seed or workers, ``drop_pseudo_masks`` without ``overwrite``.
+        FileExistsError: ``out`` holds a partial or different dataset and ``overwrite`` is False (the message
+            suggests overwrite only where it would be allowed), or ``overwrite`` is True but the plan refuses
+            (files arml did not write; the message names them).
     """
+    from arml.synth_folder import (
+        DATASET_ENTRIES,
+        PARTIAL_JSON,
+        SYNTH_JSON,
+        describe_entry,
+        differing_keys,
+        existing_problem,
+        plan_overwrite,
+        read_meta,
+        remove_entry,
+    )
+
     if isinstance(profile, str):
         if profile not in SYNTH_PROFILES:
             raise ValueError(
@@ -241,24 +241,57 @@ def generate_dataset(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be None or an int >= 0, got {workers!r}")
+    if drop_pseudo_masks and not overwrite:
+        raise ValueError(
+            "drop_pseudo_masks=True only applies with overwrite=True (arml synth --overwrite --drop-pseudo-masks)"
+        )
     out = Path(out)
+    say = log or (lambda line: None)
     meta = _metadata(config, seed, dataset)
-    if any((out / name).exists() for name in _ENTRIES):
-        if overwrite:
-            for name in (*_ENTRIES, "train_PM"):
-                target = out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        else:
-            problem = _existing_problem(out, meta, config, seed, dataset)
-            if problem is None:
-                return out
-            raise FileExistsError(
-                f"{out} already holds {problem}; pass overwrite=True (arml synth --overwrite) to replace it, "
-                "or choose another folder"
-            )
+    if any((out / name).exists() for name in DATASET_ENTRIES):
+        problem = existing_problem(out, meta, config, seed, dataset)
+        if problem is None and not overwrite:
+            (out / PARTIAL_JSON).unlink(missing_ok=True)  # a run killed after writing synth.json
+            return out
+        unfinished = read_meta(out / PARTIAL_JSON)
+        resume = (
+            not overwrite
+            and not (out / SYNTH_JSON).exists()
+            and unfinished is not None
+            and not differing_keys(unfinished, meta)
+        )
+        if not resume:
+            plan = plan_overwrite(out, drop_pseudo_masks)
+            if not overwrite and plan.refusal is None:
+                raise FileExistsError(
+                    f"{out} already holds {problem}; pass overwrite=True (arml synth --overwrite) to replace "
+                    "it (pseudo masks in train_PM/ are kept), or choose another folder"
+                )
+            if not overwrite and any(read_meta(out / n) for n in (SYNTH_JSON, PARTIAL_JSON)):
+                raise FileExistsError(f"{out} already holds {problem}. {plan.refusal}")
+            if plan.refusal is not None:
+                raise FileExistsError(plan.refusal)
+            markers = [p for p in plan.remove if p.name in (SYNTH_JSON, PARTIAL_JSON)]
+            for path in plan.remove:  # the markers last: a killed removal can be planned again
+                if path not in markers:
+                    line = f"overwrite {out}: removes {describe_entry(path)}"
+                    remove_entry(path)
+                    say(line)
+            atomic_write(out / PARTIAL_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+            for path in markers:
+                if path.name != PARTIAL_JSON:
+                    remove_entry(path)
+                    say(f"overwrite {out}: removes {path.name}")
+            if plan.keep:
+                say(plan.describe().splitlines()[-1])
+        for folder in (
+            out,
+            *(out / f for f in ("train", "train_gt", "val/img", "val/mask", "test/img", "test/mask")),
+        ):
+            for temp in clean_temp_files(folder):
+                say(f"removed {temp} (left by a killed write)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / PARTIAL_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     tasks = [(split, i) for split in SPLITS for i in range(config.count(split))]
     job = partial(_write_one, out=out, config=config, seed=seed, dataset=dataset)
     bar = tqdm(total=len(tasks), desc=f"synth {dataset} → {out.name}", unit="patch", disable=not progress)
@@ -271,7 +304,8 @@ def generate_dataset(
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for _ in pool.map(job, tasks, chunksize=max(1, len(tasks) // (workers * 16))):
                     bar.update()
-    atomic_write(out / "synth.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(out / SYNTH_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    (out / PARTIAL_JSON).unlink()
     return out
 
 

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -26,6 +27,7 @@ from arml.synth import (
     generate_dataset,
     patch_rng,
 )
+from arml.synth_folder import plan_overwrite
 from arml.tissue import generate_patch
 
 QUICK = SYNTH_PROFILES["quick"]
@@ -171,8 +173,129 @@ def test_existing_dataset_is_skipped_or_refused(tmp_path):
         ({"dataset": "camelyon"}, "dataset must be one of"),
         ({"seed": -1}, "seed must be"),
         ({"workers": -2}, "workers must be"),
+        ({"drop_pseudo_masks": True}, "only applies with overwrite=True"),
     ],
 )
 def test_generate_dataset_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_dataset(tmp_path / "x", **{"progress": False, **kwargs})
+
+
+# ---------------------------------------------------------------- overwrite: nothing lost, all said
+def _snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _pseudo_masks(root, name="pm-gradcam-abc", manifest=True):
+    folder = root / "train_PM" / name
+    folder.mkdir(parents=True)
+    (folder / list_pngs(root / "train")[0].name).write_bytes(b"mask")
+    if manifest:
+        (folder / "manifest.json").write_text("{}")
+    return folder
+
+
+def test_overwrite_never_deletes_a_folder_arml_did_not_make(tmp_path):
+    real = tmp_path / "LUAD-HistoSeg"
+    for rel in (
+        "train/1031280-2300-27920-[1 0 0 1].png",
+        "train/1031280-2300-27921-[0 1 0 0].png",
+        "val/img/385277-44539-46781.png",
+        "train_PM/PM_b4_5/1031280-2300-27920-[1 0 0 1].png",
+    ):
+        (real / rel).parent.mkdir(parents=True, exist_ok=True)
+        (real / rel).write_bytes(b"precious")
+    before = _snapshot(real)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError) as err:
+            generate_dataset(
+                real, TINY, workers=1, progress=False, overwrite=overwrite, drop_pseudo_masks=overwrite
+            )
+        message = str(err.value)
+        assert "not made by arml synth (no synth.json" in message
+        assert "train/ (2 files), val/ (1 file), train_PM/ (1 file)" in message
+        assert "will not delete files it did not write" in message
+        assert "--overwrite" not in message and "overwrite=True" not in message  # it would be refused too
+    assert _snapshot(real) == before
+    plan = plan_overwrite(real)
+    assert plan.remove == () and plan.refusal is not None and plan.describe() == plan.refusal
+
+
+def test_overwrite_keeps_pseudo_masks_unless_asked_and_says_what_it_removes(tmp_path):
+    root = generate_dataset(tmp_path / "d", TINY, workers=1, progress=False)
+    pm = _pseudo_masks(root)
+    plan = plan_overwrite(root)
+    assert plan.refusal is None and plan.keep == (pm,)
+    assert [p.name for p in plan.remove] == ["train", "train_gt", "val", "test", "synth.json"]
+    assert plan.describe().splitlines()[:2] == [
+        f"overwrite {root}: removes train/ (6 files)",
+        f"overwrite {root}: removes train_gt/ (6 files)",
+    ]
+    assert "keeps 1 pseudo-mask folder(s) in train_PM/ (pm-gradcam-abc)" in plan.describe()
+    lines = []
+    generate_dataset(root, TINY, seed=1, workers=1, progress=False, overwrite=True, log=lines.append)
+    assert json.loads((root / "synth.json").read_text())["seed"] == 1
+    assert pm.is_dir() and len(list(pm.iterdir())) == 2, "pseudo masks kept"
+    assert (
+        f"overwrite {root}: removes val/ (6 files)" in lines
+        and f"overwrite {root}: removes synth.json" in lines
+    )
+    assert any("keeps 1 pseudo-mask folder(s)" in line for line in lines)
+    assert not (root / "synth.partial.json").exists()
+    assert [p.name for p in plan_overwrite(root, drop_pseudo_masks=True).remove][-2:] == [
+        "train_PM",
+        "synth.json",
+    ]
+    lines.clear()
+    generate_dataset(
+        root, TINY, workers=1, progress=False, overwrite=True, drop_pseudo_masks=True, log=lines.append
+    )
+    assert not (root / "train_PM").exists()
+    assert f"overwrite {root}: removes train_PM/ (2 files)" in lines
+
+
+def test_overwrite_refuses_when_files_were_added_to_an_arml_dataset(tmp_path):
+    root = generate_dataset(tmp_path / "d", TINY, workers=1, progress=False)
+    (root / "train" / "mine-[1 0 0 0].png").write_bytes(b"mine")
+    before = _snapshot(root)
+    with pytest.raises(FileExistsError) as err:
+        generate_dataset(root, TINY, seed=1, workers=1, progress=False, overwrite=True)
+    assert "1 file(s) or folder(s) that arml synth did not write (first: train/mine-[1 0 0 0].png)" in str(
+        err.value
+    )
+    with pytest.raises(FileExistsError) as err:  # without overwrite: no suggestion that would be refused
+        generate_dataset(root, TINY, seed=1, workers=1, progress=False)
+    assert "differs in: seed" in str(err.value) and "overwrite=True" not in str(err.value)
+    assert _snapshot(root) == before
+    (root / "train" / "mine-[1 0 0 0].png").unlink()
+    _pseudo_masks(root, "hand-made", manifest=False)  # not made by arml: kept, or refused if asked to drop
+    assert plan_overwrite(root).refusal is None
+    assert "train_PM/hand-made" in plan_overwrite(root, drop_pseudo_masks=True).refusal
+    with pytest.raises(FileExistsError, match="train_PM/hand-made"):
+        generate_dataset(
+            root, TINY, seed=1, workers=1, progress=False, overwrite=True, drop_pseudo_masks=True
+        )
+
+
+def test_a_killed_run_finishes_when_run_again_and_leaves_no_temp_files(tmp_path):
+    root = generate_dataset(tmp_path / "d", TINY, workers=1, progress=False)
+    complete = _hashes(root)
+    (root / "synth.json").rename(root / "synth.partial.json")  # as a kill part-way leaves it
+    for path in list_pngs(root / "train")[:2] + list_pngs(root / "test" / "mask")[:1]:
+        path.unlink()
+    temp = root / "train" / ".arml-tmp-syn00003-1-2-[1 0 0 0].k3j_x9zq.png"
+    temp.write_bytes(b"half")
+    with pytest.raises(FileExistsError, match="unfinished synthetic dataset made with other settings"):
+        generate_dataset(root, TINY, seed=1, workers=1, progress=False)
+    lines = []
+    assert generate_dataset(root, TINY, workers=1, progress=False, log=lines.append) == root
+    assert _hashes(root) == complete and not (root / "synth.partial.json").exists()
+    assert not temp.exists() and lines == [f"removed {temp} (left by a killed write)"]
+    # a kill during an overwrite's removals: the old synth.json, some of its files, the new partial marker
+    (root / "synth.partial.json").write_text(
+        (root / "synth.json").read_text().replace('"seed": 0', '"seed": 1')
+    )
+    shutil.rmtree(root / "train")
+    assert plan_overwrite(root).refusal is None
+    generate_dataset(root, TINY, seed=1, workers=1, progress=False, overwrite=True)
+    assert json.loads((root / "synth.json").read_text())["seed"] == 1
