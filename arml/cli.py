@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -107,6 +108,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        drop_pseudo_masks=args.drop_pseudo_masks,
+        log=print,
     )
     print(f"synthetic {args.dataset} dataset ({args.profile} profile, seed {args.seed}) in {out}")
     return 0
@@ -176,8 +179,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from arml.runtime import REPO_ROOT
 
     out = args.out.resolve() if args.out else None
+    profile, source = args.profile, "--profile"
+    if profile is None:
+        profile, source = (
+            (os.environ["ARML_PROFILE"], "$ARML_PROFILE")
+            if os.environ.get("ARML_PROFILE")
+            else ("cpu", "default")
+        )
+    print(f"arml reproduce: profile {profile} ({source})", flush=True)
     try:
-        runs = run_notebooks(args.profile, args.data, args.dataset, out, args.only, progress=not args.quiet)
+        runs = run_notebooks(profile, args.data, args.dataset, out, args.only, progress=not args.quiet)
     except RuntimeError as err:
         print(f"arml reproduce: {err}", file=sys.stderr)
         return 1
@@ -200,7 +211,14 @@ def _data_commands(sub) -> None:
     synth.add_argument("--profile", choices=PROFILE_NAMES, default="cpu", help="dataset size")
     synth.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same bytes)")
     synth.add_argument("--dataset", choices=DATASETS, default="luad", help="file naming and class order")
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset that arml made in --out (keeps train_PM/)"
+    )
+    synth.add_argument(
+        "--drop-pseudo-masks",
+        action="store_true",
+        help="with --overwrite: also delete train_PM/ (pseudo masks)",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
 
@@ -261,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser(
         "reproduce", help="run the numbered notebooks headless with papermill (the main job)"
     )
-    rep.add_argument("--profile", choices=PROFILE_NAMES, default="cpu")
+    rep.add_argument(
+        "--profile", choices=PROFILE_NAMES, default=None, help="sizes (default: $ARML_PROFILE, else cpu)"
+    )
     rep.add_argument("--data", type=Path, default=None, help="dataset root (default: built-in synthetic)")
     rep.add_argument("--dataset", choices=DATASETS, default="luad")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: the repository)")
@@ -279,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: the message says which
         print(f"arml {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine said no: a full disk, a read-only or forbidden folder
+        print(f"arml {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -11,6 +11,7 @@ reference run) the committed notebooks are overwritten with their executed selve
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +122,6 @@ def run_notebooks(
     Raises:
         RuntimeError: a notebook failed (with ``stop_on_error``); the message names notebook and cell.
     """
-    import papermill as pm
-
     from arml.profiles import get_profile
 
     get_profile(profile)  # fail early on an unknown profile
@@ -139,32 +138,51 @@ def run_notebooks(
         "FIGURES_DIR": None if figures == default_dir("figures").resolve() else str(figures),
     }
     runs: list[NotebookRun] = []
-    for stem in select(only):
-        source, target = NOTEBOOK_DIR / f"{stem}.ipynb", nb_out / f"{stem}.ipynb"
-        if progress:
-            print(f"[arml reproduce] {stem} (profile {profile})", flush=True)
-        started = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                without_injected_cells(source),
-                str(target),
-                parameters=changed_parameters(source, params),
-                kernel_name="python3",
-                cwd=str(NOTEBOOK_DIR),
-                progress_bar=progress,
-                execution_timeout=CELL_TIMEOUT.get(profile),
-            )
-            run = NotebookRun(stem, True, time.perf_counter() - started, target)
-        except Exception as err:  # papermill wraps the kernel's exception
-            run = NotebookRun(stem, False, time.perf_counter() - started, target, _describe_failure(err))
-        if target.exists():
-            strip_noise(target)
-        runs.append(run)
-        if not run.ok and stop_on_error:
-            raise RuntimeError(
-                f"notebook {stem}.ipynb failed: {run.error}; the executed copy with the traceback is {target}"
-            )
+    # The kernels inherit this process's environment, and notebook_setup lets $ARML_PROFILE override the
+    # PROFILE parameter (for nbval): pin it to the profile asked for, or an exported ARML_PROFILE would win.
+    previous = os.environ.get("ARML_PROFILE")
+    os.environ["ARML_PROFILE"] = profile
+    try:
+        for stem in select(only):
+            run = _run_one(stem, nb_out, params, profile, progress)
+            runs.append(run)
+            if not run.ok and stop_on_error:
+                raise RuntimeError(
+                    f"notebook {stem}.ipynb failed: {run.error}; the executed copy with the traceback is "
+                    f"{run.output}"
+                )
+    finally:
+        if previous is None:
+            os.environ.pop("ARML_PROFILE", None)
+        else:
+            os.environ["ARML_PROFILE"] = previous
     return runs
+
+
+def _run_one(stem: str, nb_out: Path, params: dict, profile: str, progress: bool) -> NotebookRun:
+    """Execute one notebook with papermill into ``nb_out``; strip its run-to-run noise."""
+    import papermill as pm
+
+    source, target = NOTEBOOK_DIR / f"{stem}.ipynb", nb_out / f"{stem}.ipynb"
+    if progress:
+        print(f"[arml reproduce] {stem} (profile {profile})", flush=True)
+    started = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            without_injected_cells(source),
+            str(target),
+            parameters=changed_parameters(source, params),
+            kernel_name="python3",
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=progress,
+            execution_timeout=CELL_TIMEOUT.get(profile),
+        )
+        run = NotebookRun(stem, True, time.perf_counter() - started, target)
+    except Exception as err:  # papermill wraps the kernel's exception
+        run = NotebookRun(stem, False, time.perf_counter() - started, target, _describe_failure(err))
+    if target.exists():
+        strip_noise(target)
+    return run
 
 
 def headline(results_dir: Path, stem: str) -> str:

@@ -169,3 +169,77 @@ def test_generated_options_parse_types_choices_and_none():
 def test_bad_option_values_name_the_option(bad, message, capsys):
     assert main(["train-seg", "--data", "d", "--out", "o", "--masks", "m", *bad]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_reproduce_profile_comes_from_the_flag_then_the_environment(monkeypatch, capsys):
+    import arml.reproduce
+
+    seen = []
+    monkeypatch.setattr(arml.reproduce, "run_notebooks", lambda profile, *a, **k: seen.append(profile) or [])
+    monkeypatch.setenv("ARML_PROFILE", "cpu")
+    assert main(["reproduce", "--profile", "quick", "--quiet"]) == 0
+    assert main(["reproduce", "--quiet"]) == 0
+    monkeypatch.delenv("ARML_PROFILE")
+    assert main(["reproduce", "--quiet"]) == 0
+    assert seen == ["quick", "cpu", "cpu"]
+    out = capsys.readouterr().out
+    assert "profile quick (--profile)" in out and "profile cpu ($ARML_PROFILE)" in out
+    assert "profile cpu (default)" in out
+
+
+def test_run_notebooks_pins_arml_profile_for_the_kernels(monkeypatch, tmp_path):
+    import os
+
+    import arml.reproduce
+
+    seen = []
+
+    def fake_run(stem, nb_out, params, profile, progress):
+        seen.append(os.environ.get("ARML_PROFILE"))
+        return arml.reproduce.NotebookRun(stem, True, 0.0, nb_out / f"{stem}.ipynb")
+
+    monkeypatch.setattr(arml.reproduce, "_run_one", fake_run)
+    monkeypatch.setenv("ARML_PROFILE", "cpu")
+    arml.reproduce.run_notebooks("quick", out=tmp_path, only="01,02", progress=False)
+    assert seen == ["quick", "quick"] and os.environ["ARML_PROFILE"] == "cpu"
+
+
+def test_an_os_error_is_a_message_with_exit_1(monkeypatch, capsys):
+    import errno
+
+    import arml.synth
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "disk full while writing /x/synth.json")
+
+    monkeypatch.setattr(arml.synth, "generate_dataset", full_disk)
+    assert main(["synth", "--out", "/x", "--quiet"]) == 1
+    assert "arml synth: error: [Errno 28] disk full while writing /x/synth.json" in capsys.readouterr().err
+
+
+def test_synth_overwrite_never_deletes_what_arml_did_not_make(tmp_path, capsys):
+    real = tmp_path / "real"
+    (real / "train").mkdir(parents=True)
+    (real / "train" / "mine.png").write_bytes(b"precious")
+    assert main(["synth", "--out", str(real), "--profile", "quick", "--overwrite", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "was not made by arml synth" in err and "--overwrite" not in err.split("error:", 1)[1]
+    assert (real / "train" / "mine.png").read_bytes() == b"precious"
+
+
+def test_synth_overwrite_says_what_it_removes_and_keeps_pseudo_masks(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["synth", "--out", str(out), "--profile", "quick", "--quiet"]) == 0
+    pm = out / "train_PM" / "pm"
+    pm.mkdir(parents=True)
+    (pm / "manifest.json").write_text("{}")
+    capsys.readouterr()
+    assert (
+        main(["synth", "--out", str(out), "--profile", "quick", "--seed", "1", "--overwrite", "--quiet"]) == 0
+    )
+    said = capsys.readouterr().out
+    assert "removes train/ (48 files)" in said and "keeps 1 pseudo-mask folder(s)" in said
+    assert (pm / "manifest.json").exists()
+    args = ["synth", "--out", str(out), "--profile", "quick", "--overwrite", "--drop-pseudo-masks", "--quiet"]
+    assert main(args) == 0
+    assert "removes train_PM/" in capsys.readouterr().out and not pm.exists()
