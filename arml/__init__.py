@@ -27,7 +27,7 @@ _API = {
     "get_profile": "arml.profiles",
     "PROFILES": "arml.profiles",
     "generate_dataset": "arml.synth",
-    "check_layout": "arml.datasets",
+    "check_layout": "arml.data_check",
     "ClsConfig": "arml.stage1",
     "train_classifier": "arml.stage1",
     "load_classifier": "arml.stage1",

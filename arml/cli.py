@@ -91,7 +91,7 @@ def config_overrides(args: argparse.Namespace, config_cls: type) -> dict:
 
 # ------------------------------------------------------------------------------------------- commands
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from arml.datasets import check_layout
+    from arml.data_check import check_layout
 
     report = check_layout(args.root, dataset=args.dataset, progress=not args.quiet)
     print(report.format())
@@ -121,6 +121,7 @@ def _cmd_train_cls(args: argparse.Namespace) -> int:
 
     overrides = {**config_overrides(args, ClsConfig), "progress": not args.quiet}
     config = get_profile(args.profile).cls_config(args.data, **overrides)
+    print(f"data: {config.data_root} ({config.dataset})", flush=True)
     train_classifier(config, args.out, resume=not args.restart)
     print(f"stage-1 classifier ({config.backbone}, ARS {config.ars}, {config.recipe} recipe) in {args.out}")
     return 0
@@ -143,6 +144,7 @@ def _cmd_pseudo_masks(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
+    print(f"data: {result['data_root']}")
     print(
         f"{result['written']} pseudo masks written, {result['skipped']} already there, in {result['folder']} "
         f"({config.method}; {result['images_per_s']:.1f} images/s)"
@@ -161,6 +163,7 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
 
     overrides = {**config_overrides(args, SegConfig), "progress": not args.quiet}
     config = get_profile(args.profile).seg_config(args.data, **overrides)
+    print(f"data: {config.data_root} ({config.dataset}); training masks: {config.masks}", flush=True)
     metrics = train_segmenter(config, args.out, resume=not args.restart)
     print(format_metrics(metrics, CLASS_NAMES[config.dataset]))
     return 0
@@ -169,7 +172,13 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from arml.evaluation import evaluate, format_metrics
 
-    metrics = evaluate(args.checkpoint, data_root=args.data, split=args.split, device=args.device)
+    metrics = evaluate(
+        args.checkpoint, data_root=args.data, split=args.split, dataset=args.dataset, device=args.device
+    )
+    note = ""
+    if metrics.get("data_matches_run") is False:
+        note = f" (not the data the run was trained on: {metrics['run_data_root']})"
+    print(f"data: {metrics['data_root']}{note}")
     print(format_metrics(metrics))
     return 0
 
@@ -264,6 +273,9 @@ def _stage_commands(sub) -> None:
     ev.add_argument("--checkpoint", type=Path, required=True, help="stage-2 run folder")
     ev.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
     ev.add_argument("--split", choices=("val", "test"), default="test")
+    ev.add_argument(
+        "--dataset", choices=DATASETS, default=None, help="name grammar and classes (default: the run's)"
+    )
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=_cmd_evaluate)
 

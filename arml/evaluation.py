@@ -26,7 +26,8 @@ from arml.datasets import CLASS_NAMES, NUM_CLASSES, MaskedDataset
 from arml.metrics import SegmentationMetrics
 from arml.models import create_segmenter
 from arml.options import DATASETS, ENSEMBLE, PEER_NAMES, check_choice
-from arml.runtime import load_checkpoint, resolve_device, to_jsonable
+from arml.runfolder import BEST, data_record, read_checkpoint, read_data_record, validate_inputs
+from arml.runtime import resolve_device, to_jsonable
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -51,7 +52,9 @@ def check_device(device: str | torch.device) -> torch.device:
     """:func:`arml.runtime.resolve_device`, refusing CUDA where there is none (a clear error, not a crash)."""
     resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
+        raise ValueError(
+            f"device {device!r} asks for CUDA, which is not available here; use --device auto or cpu"
+        )
     return resolved
 
 
@@ -127,7 +130,7 @@ def load_models(run_dir: str | Path, device: str | torch.device = "cpu") -> list
 
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    state = load_checkpoint(run_dir / "best.pt")
+    state = read_checkpoint(run_dir / BEST, _retrain(run_dir))
     models = []
     for weights in state["models"]:
         # Weights come from the checkpoint: never fetch or read the initial encoder weights again.
@@ -149,6 +152,9 @@ def evaluate(
 ) -> dict:
     """Score a finished (or interrupted) run's ``best.pt`` networks and their ensemble on a split.
 
+    Scoring other data than the run was trained on is allowed (``data_root``); the result says which data
+    it scored, absolute, and whether the split's files are the ones the run saw.
+
     Args:
         checkpoint_dir: a :func:`~arml.stage2.train_segmenter` output folder (``config.json`` + ``best.pt``).
         data_root: dataset root; default: the run's ``data_root``.
@@ -159,7 +165,15 @@ def evaluate(
 
     Returns:
         The same structure as ``metrics.json``: model name → metrics, plus ``best_epoch``, ``val_miou``,
-        ``split`` and ``dataset``.
+        ``split``, ``dataset``, ``data_root`` (the data scored, absolute), ``run_data_root`` (the data the
+        run was trained on) and ``data_matches_run`` (whether the split's file names and sizes are those
+        recorded by the run; None for runs made before ``data.json``).
+
+    Raises:
+        ValueError: ``checkpoint_dir`` is a stage-1 run folder; bad arguments; CUDA asked for and missing;
+            bad files in the split (each named: :func:`arml.runfolder.validate_inputs`); a damaged
+            ``best.pt``.
+        FileNotFoundError: no stage-2 run, no finished epoch (``best.pt``), or the split is missing.
     """
     from arml.stage2 import load_config
 
@@ -168,15 +182,39 @@ def evaluate(
     check_choice("dataset", dataset, (None, *DATASETS))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    config = load_config(checkpoint_dir)
-    best = load_checkpoint(Path(checkpoint_dir) / "best.pt")
+    checkpoint_dir = Path(checkpoint_dir)
+    config = load_config(checkpoint_dir)  # a stage-1 folder: a message naming what it is
+    if not (checkpoint_dir / BEST).is_file():
+        raise FileNotFoundError(
+            f"{checkpoint_dir} holds a stage-2 run with no finished epoch yet (no {BEST}); train it with "
+            f"arml train-seg --out {checkpoint_dir} and the same options"
+        )
     torch_device = check_device(device)
+    root = validate_inputs(data_root or config.data_root, dataset or config.dataset, splits=(split,))
+    best = read_checkpoint(checkpoint_dir / BEST, _retrain(checkpoint_dir))
     models = load_models(checkpoint_dir, torch_device)
-    metrics = score_split(models, data_root or config.data_root, split, batch_size, torch_device, config.amp)
+    metrics = score_split(models, root, split, batch_size, torch_device, config.amp)
+    recorded = read_data_record(checkpoint_dir)
+    matches = None
+    if recorded is not None:
+        now = data_record(root, {f"{split}/{kind}": root / split / kind for kind in ("img", "mask")})[
+            "folders"
+        ]
+        matches = all(recorded["folders"].get(k, {}).get("sha256") == v["sha256"] for k, v in now.items())
     metrics.update(
-        best_epoch=best["epoch"], val_miou=best["val_miou"], split=split, dataset=dataset or config.dataset
+        best_epoch=best["epoch"],
+        val_miou=best["val_miou"],
+        split=split,
+        dataset=dataset or config.dataset,
+        data_root=str(root),
+        run_data_root=(recorded or {}).get("data_root", config.data_root),
+        data_matches_run=matches,
     )
     return to_jsonable(metrics)
+
+
+def _retrain(run_dir: Path) -> str:
+    return f"train it again with arml train-seg --out {run_dir} --restart and the same options"
 
 
 def _pct(value, width: int = 6) -> str:

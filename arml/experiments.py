@@ -102,7 +102,7 @@ class Experiment:
             )
         self.data_root = Path(self.data_root)
         if not self.synthetic:
-            from arml.datasets import check_layout
+            from arml.data_check import check_layout
 
             report = check_layout(self.data_root, self.dataset, progress=self.progress)
             if not report.ok:

@@ -6,10 +6,14 @@ the noisy pixel labels that stage 2 learns from (docs/paper_vs_code.md §3).
 
 Every mask folder ``<root>/train_PM/<name>/`` carries a ``manifest.json`` saying what made it: the
 :class:`PseudoMaskConfig` (its ``method`` among them), the classifier's run folder and weights digest, the
-dataset, the number of masks and, when the dataset has ``train_gt/`` (the synthetic data), their mIoU
-against the truth. A second run with the same name resumes (only missing files are made) when config and
-classifier match, and is refused otherwise, naming the fields that differ, unless ``overwrite=True``
-(``--overwrite`` on the command line) regenerates the folder.
+dataset, the absolute data root and a fingerprint of the training images
+(:func:`arml.runfolder.data_record`), the number of masks and, when the dataset has ``train_gt/`` (the
+synthetic data), their mIoU against the truth. The manifest is written before the first mask, so even a
+folder left by a crash says what made its masks. A second run with the same name resumes (only missing
+files are made) when config, classifier and training images match, and is refused otherwise, naming what
+differs, unless ``overwrite=True`` (``--overwrite`` on the command line) regenerates the folder. Every
+input (the stage-1 run, the data, the device, the classifier) is checked before the folder is touched, so
+a call that fails leaves no folder behind.
 
 >>> config = PseudoMaskConfig(method="layercam")
 >>> config.method, config.normalization
@@ -18,6 +22,7 @@ classifier match, and is refused otherwise, naming the fields that differ, unles
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -29,10 +34,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from arml.cams import CAM_METHODS, cams_to_masks, compute_cams, default_background
-from arml.datasets import TrainDataset, read_mask, write_mask
+from arml.datasets import TrainDataset, list_pngs, read_mask, write_mask
 from arml.metrics import SegmentationMetrics
 from arml.options import BACKGROUND_RULES, CAM_NORMALIZATIONS, Config, option
-from arml.runtime import resolve_device, to_jsonable, write_json
+from arml.runfolder import check_inputs, data_changes, data_record, read_json_file, validate_inputs
+from arml.runtime import clean_temp_files, to_jsonable, write_json
 
 MANIFEST = "manifest.json"
 # Fields that cannot change a mask: left out when a folder's manifest is compared with a new request.
@@ -116,36 +122,76 @@ class PseudoMaskConfig(Config):
 def read_manifest(folder: str | Path) -> dict | None:
     """The ``manifest.json`` of a pseudo-mask folder, or None when it has none."""
     path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_file(path) if path.is_file() else None
+
+
+def _comparable(manifest: dict, data: bool = True) -> dict:
+    """What decides a folder's masks: config (less batch size), classifier weights, dataset and, with
+    ``data``, the training images' fingerprint."""
+    config = {k: v for k, v in manifest.get("config", {}).items() if k not in _RUNTIME_FIELDS}
+    fields = {
+        **{f"config.{k}": v for k, v in config.items()},
+        "classifier weights": manifest.get("classifier", {}).get("weights_digest"),
+        "dataset": manifest.get("dataset"),
+    }
+    fingerprint = (manifest.get("data") or {}).get("fingerprint")
+    if data and fingerprint is not None:  # manifests made before the data fingerprint have none
+        fields["data fingerprint"] = fingerprint
+    return fields
 
 
 def manifest_changes(saved: dict, wanted: dict) -> list[str]:
-    """``"field: old → new"`` for every difference that makes a folder's masks not the ones asked for."""
+    """``"field: old → new"`` for every difference that makes a folder's masks not the ones asked for.
 
-    def comparable(manifest: dict) -> dict:
-        config = {k: v for k, v in manifest.get("config", {}).items() if k not in _RUNTIME_FIELDS}
-        return {
-            **{f"config.{k}": v for k, v in config.items()},
-            "classifier weights": manifest.get("classifier", {}).get("weights_digest"),
-            "dataset": manifest.get("dataset"),
-        }
-
-    old, new = comparable(saved), comparable(wanted)
-    return [
+    The training images (``data``) are compared when both manifests record them; a difference is named
+    per folder (:func:`arml.runfolder.data_changes`).
+    """
+    old, new = _comparable(saved), _comparable(wanted)
+    if "data fingerprint" not in old or "data fingerprint" not in new:
+        old.pop("data fingerprint", None)
+        new.pop("data fingerprint", None)
+    changes = [
         f"{k}: {old.get(k)!r} → {new.get(k)!r}"
         for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
+        if old.get(k) != new.get(k) and k != "data fingerprint"
     ]
+    if old.get("data fingerprint") != new.get("data fingerprint"):
+        detail = data_changes(saved["data"], wanted["data"]) or ["fingerprint differs"]
+        changes.append(
+            f"training images ({saved.get('data_root')} → {wanted.get('data_root')}): {'; '.join(detail)}"
+        )
+    return changes
+
+
+def manifest_digest(manifest: dict) -> str:
+    """A short SHA-256 of what made a folder's masks: config (less batch size), classifier weights, dataset.
+
+    Stage 2 records it in its ``data.json``, so a run trained on masks that were since made again
+    differently is not mistaken for a run on the current masks. The training images are left out (stage 2
+    fingerprints them itself), so the digest stays the same when an older manifest gains their record.
+    """
+    text = json.dumps(_comparable(manifest, data=False), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _up_to_date(folder: Path, wanted: dict) -> bool:
+    """Whether ``folder`` holds a finished set of the masks ``wanted`` describes, from the same training
+    images (same fingerprint): then those images passed :func:`~arml.runfolder.validate_inputs` already."""
+    saved = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+    return bool(saved and saved.get("complete") and "data" in saved and not manifest_changes(saved, wanted))
 
 
 def _prepare_folder(folder: Path, wanted: dict, overwrite: bool) -> None:
     """Refuse, wipe or keep ``folder`` for the masks described by ``wanted``; drop stale temp files."""
-    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    saved = read_manifest(folder) if folder.is_dir() else None
-    if overwrite and folder.is_dir() and (saved is not None or pngs):
+    pngs = list_pngs(folder) if folder.is_dir() else []  # hidden temp files are not masks
+    has_manifest = (folder / MANIFEST).is_file()
+    if overwrite and (has_manifest or pngs):
+        # manifest first: a crash part-way leaves masks of unknown origin, which are refused, never masks
+        # that an old manifest would vouch for; then the rest, whatever the manifest said (even a damaged one)
+        (folder / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(folder)
-    elif saved is not None:
-        changes = manifest_changes(saved, wanted)
+    elif has_manifest:
+        changes = manifest_changes(read_manifest(folder), wanted)
         if changes:
             raise ValueError(
                 f"{folder} holds pseudo masks made differently ({'; '.join(changes)}); pass --overwrite "
@@ -157,8 +203,7 @@ def _prepare_folder(folder: Path, wanted: dict, overwrite: bool) -> None:
             "--overwrite (overwrite=True) to regenerate them, or choose another --name"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.png"):  # temp files of an atomic write that was killed
-        stale.unlink()
+    clean_temp_files(folder, ".png")  # left by an atomic write that was killed
 
 
 def score_folder(folder: str | Path, truth: str | Path, names: list[str]) -> dict:
@@ -193,34 +238,51 @@ def generate_pseudo_masks(
         overwrite: regenerate a folder that holds masks made differently (or of unknown origin).
 
     Returns:
-        ``{"folder", "written", "skipped", "seconds", "images_per_s", "metrics", "manifest"}``; ``metrics``
-        is the :class:`~arml.metrics.SegmentationMetrics` result dict, or ``None`` without ``train_gt/``.
+        ``{"folder", "written", "skipped", "seconds", "images_per_s", "metrics", "manifest", "data_root"}``;
+        ``metrics`` is the :class:`~arml.metrics.SegmentationMetrics` result dict, or ``None`` without
+        ``train_gt/``; ``data_root`` is the data used, absolute.
 
     Raises:
-        ValueError: the folder holds masks made with another config or classifier (and not ``overwrite``).
+        ValueError: the folder holds masks made with another config, classifier or training images (and
+            not ``overwrite``); ``run_dir`` is not a finished stage-1 run; a device without CUDA asked for
+            CUDA; ``name`` is not a plain folder name.
+        FileNotFoundError: no run in ``run_dir``, no data at ``data_root``.
     """
-    from arml.stage1 import classifier_digest, load_classifier, load_config
+    from arml.evaluation import check_device
+    from arml.stage1 import FINISHED, classifier_digest, load_classifier, load_config
 
     config = config or PseudoMaskConfig()
     if not isinstance(config, PseudoMaskConfig):
         raise TypeError(f"config must be a PseudoMaskConfig, got {type(config).__name__}")
-    stage1 = load_config(run_dir)
-    root = Path(data_root or stage1.data_root)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise ValueError(f"--name must be a plain folder name (made under train_PM/), got {name!r}")
+    # Every input is checked before the folder is touched: a failing call leaves no train_PM/<name>.
+    stage1 = load_config(run_dir)  # a stage-2 folder or no run at all: a message naming what it is
+    if not (Path(run_dir) / FINISHED).is_file():
+        raise ValueError(
+            f"{run_dir} holds an unfinished stage-1 run (no {FINISHED}); finish it with arml train-cls "
+            f"--out {run_dir} and the same options, then make its pseudo masks"
+        )
+    root = check_inputs(data_root or stage1.data_root, splits=())  # the root and train/ exist
+    dev = check_device(device)
     folder = root / "train_PM" / name
     manifest = {
         "config": to_jsonable(config.to_dict()),
         "method": config.method,
         "classifier": {"run": str(Path(run_dir).resolve()), "weights_digest": classifier_digest(run_dir)},
         "dataset": stage1.dataset,
-        "data_root": str(root.resolve()),
+        "data_root": str(root),
+        "data": data_record(root, {"train": root / "train"}),
     }
+    if overwrite or not _up_to_date(folder, manifest):  # a finished folder's images were checked then
+        truth = root / "train_gt"  # the synthetic data's pixel truth, to score the masks: checked as well
+        validate_inputs(root, stage1.dataset, ("train",), truth if truth.is_dir() else None, progress)
+    dataset = TrainDataset(root, stage1.dataset)
+    model = load_classifier(run_dir, device=str(dev))
+    use_ars = config.resolve_use_ars(model)
     _prepare_folder(folder, manifest, overwrite)
     write_json(folder / MANIFEST, {**manifest, "complete": False})
 
-    dev = resolve_device(device)
-    model = load_classifier(run_dir, device=str(dev))
-    use_ars = config.resolve_use_ars(model)
-    dataset = TrainDataset(root, stage1.dataset)
     todo = [i for i, p in enumerate(dataset.files) if not (folder / p.name).exists()]
     started = time.perf_counter()
     loader = DataLoader(Subset(dataset, todo), batch_size=config.batch_size, shuffle=False)
@@ -244,4 +306,5 @@ def generate_pseudo_masks(
         "images_per_s": len(todo) / seconds if todo and seconds > 0 else float("nan"),
         "metrics": metrics,
         "manifest": manifest,
+        "data_root": str(root),
     }

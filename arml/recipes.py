@@ -22,6 +22,7 @@ the official recipe holds one network's plus two inference passes.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,12 +43,12 @@ if TYPE_CHECKING:
 Triple = tuple[Tensor, Tensor, Tensor]
 
 
-class Recipe:
+class Recipe(abc.ABC):
     """Base of the recipes: subclasses set :attr:`n_models` and implement :meth:`forward` and :meth:`assign`."""
 
     n_models: ClassVar[int]
 
-    @classmethod
+    @classmethod  # noqa: B027 - not abstract: most recipes accept every config
     def check(cls, config: SegConfig) -> None:
         """Raise ``ValueError`` when ``config`` asks for something this recipe cannot do."""
 
@@ -56,13 +57,13 @@ class Recipe:
         """The trained networks' names: ``F_a`` (, ``F_b``, ``F_c``)."""
         return PEER_NAMES[: self.n_models]
 
+    @abc.abstractmethod
     def forward(self, models: Sequence[nn.Module], images: Tensor) -> list[Tensor]:
         """The batch's logits, in the order :meth:`assign` reads them."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def assign(self, logits: list[Tensor]) -> list[Triple]:
         """One ``(own, peer1, peer2)`` triple per trained network, in the order of the models."""
-        raise NotImplementedError
 
     def triples(self, models: Sequence[nn.Module], images: Tensor, amp: bool = False) -> list[Triple]:
         """Run the networks on ``images`` (autocast float16 with ``amp``) and return the float32 triples.
@@ -100,8 +101,9 @@ class SingleNetwork(Recipe):
         if config.omega is not None or config.relation is not None:
             raise ValueError(
                 "SegConfig.peers=1 trains a single network with plain cross-entropy: SWV needs two voting peers "
-                "and relation losses need two teachers, so set omega=None and relation=None "
-                f"(got omega={config.omega!r}, relation={config.relation!r}), or use peers=3"
+                "and relation losses need two teachers, so set omega=None and relation=None (--omega none "
+                f"--relation none; got omega={config.omega!r}, relation={config.relation!r}), or use peers=3 "
+                "(--peers 3)"
             )
 
     def forward(self, models: Sequence[nn.Module], images: Tensor) -> list[Tensor]:
@@ -146,7 +148,7 @@ def create_recipe(config: SegConfig) -> Recipe:
     if key not in RECIPE_CLASSES:
         raise ValueError(
             f"no stage-2 recipe for recipe={key[0]!r} with peers={key[1]!r}: recipe='official' runs one network "
-            f"three times per batch; it needs peers=3 (valid pairs: {list(RECIPE_CLASSES)})"
+            f"three times per batch; it needs peers=3 (--peers 3; valid pairs: {list(RECIPE_CLASSES)})"
         )
     recipe = RECIPE_CLASSES[key]
     recipe.check(config)

@@ -16,7 +16,6 @@ predictions on a labelled loader), :func:`train_classifier` (the run, built on b
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from arml.datasets import TrainDataset
-from arml.evaluation import eval_mode
+from arml.evaluation import check_device, eval_mode
 from arml.models import Classifier, create_classifier
 from arml.options import (
     ARS_PARTS,
@@ -41,9 +40,15 @@ from arml.options import (
     Config,
     option,
 )
-from arml.runfolder import RunFolder
+from arml.runfolder import (
+    RunFolder,
+    data_record,
+    read_checkpoint,
+    read_json_file,
+    require_run,
+    validate_inputs,
+)
 from arml.runtime import (
-    load_checkpoint,
     resolve_device,
     rng_state,
     save_checkpoint,
@@ -99,7 +104,10 @@ class ClsConfig(Config):
     progress: bool = option(True, "tqdm progress bars", cli=False)
 
     def __post_init__(self) -> None:
-        self.data_root = str(self.data_root)
+        if not isinstance(self.data_root, str | Path) or not str(self.data_root):
+            raise ValueError(f"ClsConfig.data_root must be a path, got {self.data_root!r}")
+        # absolute: a run records where its data lives, whatever the working directory of a later command
+        self.data_root = str(Path(self.data_root).expanduser().resolve())
         self.check_choices()
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -268,21 +276,43 @@ def _finish(run: RunFolder, model: Classifier, config: ClsConfig) -> Classifier:
     return model.cpu().eval()
 
 
-def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) -> Classifier:
-    """Train the stage-1 classifier; write ``config.json``, ``last.pt``, ``history.json``, ``classifier.pt``.
+def data_of(config: ClsConfig) -> dict:
+    """The :func:`~arml.runfolder.data_record` of what stage 1 reads: the training images."""
+    return data_record(config.data_root, {"train": Path(config.data_root) / "train"})
 
-    With ``resume`` an interrupted run in ``out`` continues from its last finished epoch (the config must
-    match) and a finished run is loaded instead of retrained; ``resume=False`` starts over
-    (:mod:`arml.runfolder`).
+
+def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) -> Classifier:
+    """Train the stage-1 classifier; write ``config.json``, ``data.json``, ``last.pt``, ``history.json``,
+    ``classifier.pt``.
+
+    With ``resume`` an interrupted run in ``out`` continues from its last finished epoch (config and data
+    must match) and a finished run is loaded instead of retrained; ``resume=False`` (``--restart``) starts
+    over (:mod:`arml.runfolder`). Before the first epoch the data (train/, val/, test/: layout, ``dataset``
+    fitting the names, every file decoded: :func:`arml.runfolder.validate_inputs`) and the device are
+    checked; a run that fails them leaves no folder.
 
     Returns:
         The trained :class:`Classifier` in eval mode (on the CPU).
+
+    Raises:
+        ValueError: ``out`` holds a run of another config or other data (and ``resume``); bad data files
+            (each named); a device without CUDA asked for CUDA.
+        FileNotFoundError: missing data folders.
     """
-    run = RunFolder(out, config, stage="stage 1", finished=FINISHED, outputs=(WEIGHTS,), resume=resume)
+    run = RunFolder(
+        out,
+        config,
+        stage="stage 1",
+        finished=FINISHED,
+        outputs=(WEIGHTS,),
+        resume=resume,
+        data=data_of(config),
+    )
     if run.finished:
         return load_classifier(out)
+    validate_inputs(config.data_root, config.dataset, progress=config.progress)
+    device = check_device(config.device)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     model = config.build_model().to(device)
     loader, generator = _train_loader(config)
     optimizer = torch.optim.SGD(
@@ -324,23 +354,36 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
 
 def load_classifier(run_dir: str | Path, device: str = "cpu") -> Classifier:
     """Rebuild a finished stage-1 classifier from ``run_dir`` (``config.json`` + ``classifier.pt``)."""
-    state = load_checkpoint(Path(run_dir) / FINISHED)
+    state = read_checkpoint(Path(run_dir) / FINISHED, _retrain(run_dir))
     model = ClsConfig.from_dict(state["config"]).build_model()
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
 
 
 def load_config(run_dir: str | Path) -> ClsConfig:
-    """The :class:`ClsConfig` a stage-1 run was trained with."""
+    """The :class:`ClsConfig` a stage-1 run was trained with.
+
+    Raises:
+        ValueError: ``run_dir`` is a stage-2 run folder.
+        FileNotFoundError: ``run_dir`` holds no run (no ``config.json``).
+    """
+    require_run(
+        run_dir, "stage 1", "a stage-1 run folder (config.json and classifier.pt, from arml train-cls)"
+    )
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no stage-1 run in {run_dir} (missing config.json)")
-    return ClsConfig.from_dict(json.loads(path.read_text()))
+    return ClsConfig.from_dict(read_json_file(path))
 
 
 def classifier_digest(run: str | Path) -> str:
     """The digest of a stage-1 run's weights: ``weights.json`` as training wrote it, else from ``classifier.pt``."""
     sidecar = Path(run) / WEIGHTS
     if sidecar.is_file():
-        return json.loads(sidecar.read_text())["digest"]
-    return weights_digest(load_checkpoint(Path(run) / FINISHED)["model"])  # runs made before weights.json
+        return read_json_file(sidecar)["digest"]
+    state = read_checkpoint(Path(run) / FINISHED, _retrain(run))  # runs made before weights.json
+    return weights_digest(state["model"])
+
+
+def _retrain(run_dir: str | Path) -> str:
+    return f"train the classifier again with arml train-cls --out {run_dir} --restart and the same options"

@@ -19,10 +19,12 @@ on 2 CPU cores: one forward + backward at that size takes 0.26 s and peaks at 26
 (the difference-vector version: 6–12 s and 2.0 GiB). The trainer backpropagates the peers' losses one
 after the other (memory: :mod:`arml.recipes`).
 
-Outputs in ``out`` (:mod:`arml.runfolder`): ``config.json``, ``last.pt`` (every epoch: weights, optimisers,
-step, history, best score, RNG states), ``best.pt`` (all peers' weights at the best F_a validation mIoU),
-``history.json`` (per epoch and network: the Eq. 9 ``loss``, its ``supervised`` and ``relation`` terms) and
-``metrics.json`` (test metrics per model, ``best_epoch``, ``val_miou``, ``seconds_per_epoch``).
+Outputs in ``out`` (:mod:`arml.runfolder`): ``config.json``, ``data.json`` (what the run was made from: the
+absolute data root, a fingerprint of train/, the training masks, val/ and test/, and the pseudo-mask
+manifest's digest), ``last.pt`` (every epoch: weights, optimisers, step, history, best score, RNG states),
+``best.pt`` (all peers' weights at the best F_a validation mIoU), ``history.json`` (per epoch and network:
+the Eq. 9 ``loss``, its ``supervised`` and ``relation`` terms) and ``metrics.json`` (test metrics per model,
+``best_epoch``, ``val_miou``, ``seconds_per_epoch``, ``data_root``).
 
 >>> config = SegConfig("data/synthetic/quick", masks="train_gt", encoder="resnet10t", epochs=2)  # doctest: +SKIP
 >>> metrics = train_segmenter(config, "runs/stage2-demo")  # doctest: +SKIP
@@ -32,7 +34,6 @@ step, history, best score, RNG states), ``best.pt`` (all peers' weights at the b
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ from arml.options import (
     option,
     parse_omega,
 )
+from arml.pseudo_masks import manifest_digest, read_manifest
 from arml.recipes import Networks, build_networks, create_recipe
-from arml.runfolder import RunFolder
+from arml.runfolder import RunFolder, data_record, read_json_file, require_run, validate_inputs
 from arml.runtime import rng_state, seed_everything, set_poly_lr, set_rng_state, to_jsonable
 
 FINISHED = "metrics.json"
@@ -125,6 +127,8 @@ class SegConfig(Config):
                 isinstance(getattr(self, name), str | Path) and str(getattr(self, name)), name, "a path"
             )
             setattr(self, name, str(getattr(self, name)))
+        # absolute: a run records where its data lives, whatever the working directory of a later command
+        self.data_root = str(Path(self.data_root).expanduser().resolve())
         self.check_choices()
         self._need(isinstance(self.encoder, str) and self.encoder != "", "encoder", "a timm model name")
         self._need(
@@ -147,7 +151,8 @@ class SegConfig(Config):
         create_recipe(self)  # the recipe refuses options it cannot honour (e.g. SWV with peers=1)
         if self.relation == "st" and self.batch_size < 2:
             raise ValueError(
-                "SegConfig.batch_size must be >= 2 with relation='st' (relations are across images)"
+                "SegConfig.batch_size must be >= 2 with relation='st' (relations are across images; "
+                "--batch-size, --relation)"
             )
 
     def _need(self, ok: bool, name: str, allowed: str) -> None:
@@ -197,24 +202,51 @@ def _valid_device(device: str) -> bool:
     return True
 
 
-def resolve_mask_dir(config: SegConfig) -> Path:
-    """The training-mask folder named by ``config.masks`` (see :class:`SegConfig`)."""
+def mask_dir(config: SegConfig) -> Path:
+    """The training-mask folder named by ``config.masks``, whether it exists or not."""
     root = Path(config.data_root)
     if Path(config.masks).is_absolute():
-        folder = Path(config.masks)
-    elif config.masks == "train_gt":
-        folder = root / "train_gt"
-    else:
-        folder = root / "train_PM" / config.masks
+        return Path(config.masks)
+    return root / "train_gt" if config.masks == "train_gt" else root / "train_PM" / config.masks
+
+
+def resolve_mask_dir(config: SegConfig) -> Path:
+    """The training-mask folder named by ``config.masks`` (see :class:`SegConfig`).
+
+    Raises:
+        FileNotFoundError: no such folder (the message lists the ``train_PM/`` folders there are).
+        ValueError: a pseudo-mask folder whose ``manifest.json`` says its making was interrupted.
+    """
+    root, folder = Path(config.data_root), mask_dir(config)
     if not folder.is_dir():
         available = (
             sorted(p.name for p in (root / "train_PM").iterdir()) if (root / "train_PM").is_dir() else []
         )
         raise FileNotFoundError(
-            f"training-mask folder {folder} not found (SegConfig.masks={config.masks!r}); masks must be a folder "
+            f"training-mask folder {folder} not found (--masks {config.masks}); masks must be a folder "
             f"name under {root / 'train_PM'} (found: {available or 'none'}), 'train_gt' or an absolute path"
         )
+    manifest = read_manifest(folder)
+    if manifest is not None and not manifest.get("complete", False):
+        raise ValueError(
+            f"the pseudo-mask folder {folder} (--masks {config.masks}) is incomplete: its making was "
+            "interrupted (manifest.json: complete false); run arml pseudo-masks again with the same "
+            "--checkpoint and --name to finish it"
+        )
     return folder
+
+
+def data_of(config: SegConfig) -> dict:
+    """The :func:`~arml.runfolder.data_record` of what stage 2 reads: training images and masks, the val
+    and test splits, and the digest of the pseudo-mask folder's manifest (what made the masks)."""
+    root = Path(config.data_root)
+    folders = {"train": root / "train", "masks": mask_dir(config)}
+    folders.update(
+        {f"{split}/{kind}": root / split / kind for split in ("val", "test") for kind in ("img", "mask")}
+    )
+    manifest = read_manifest(folders["masks"]) if folders["masks"].is_dir() else None
+    upstream = {} if manifest is None else {"masks manifest": manifest_digest(manifest)}
+    return data_record(root, folders, upstream)
 
 
 def augment(
@@ -299,7 +331,7 @@ def train_one_epoch(
 def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Generator):
     root = Path(config.data_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"SegConfig.data_root {root} is not a folder")
+        raise FileNotFoundError(f"data root {root} does not exist (--data)")
     train_set = TrainDataset(root, config.dataset, mask_dir=resolve_mask_dir(config))
     # L_st needs at least two images per batch: drop a final batch of one (the released code would NaN).
     drop_last = config.relation == "st" and len(train_set) % config.batch_size == 1
@@ -315,7 +347,8 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
     )
     if len(train) == 0:
         raise ValueError(
-            f"{len(train_set)} training image(s) do not make one batch of at least 2 for relation='st'"
+            f"{len(train_set)} training image(s) do not make one batch of at least 2 for relation='st' "
+            "(--relation st): add training images or choose another --relation"
         )
     val = DataLoader(
         MaskedDataset(root, "val"),
@@ -402,6 +435,7 @@ def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict]
         seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])),
         split="test",
         dataset=config.dataset,
+        data_root=config.data_root,
     )
     run.write_json(FINISHED, metrics)
     return to_jsonable(metrics)
@@ -422,19 +456,25 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
         The test metrics: model name (``"F_a"``, ``"F_b"``, ``"F_c"``, ``"ensemble"``; only ``"F_a"`` for
         one network) → per-class ``iou``/``dice`` lists, ``miou``, ``mdice``, ``acc``, ``fwiou``, ``pixels``
         (fractions, NaN as None); plus ``best_epoch`` (0-based), ``val_miou``, ``seconds_per_epoch``
-        (training time), ``split`` and ``dataset``.
+        (training time), ``split``, ``dataset`` and ``data_root`` (the data used, absolute).
 
     Raises:
-        ValueError: ``out`` holds a run with another configuration (and ``resume`` is True).
+        ValueError: ``out`` holds a run with another configuration or made from other data (and
+            ``resume`` is True); bad data files or training masks (each named, found before the first
+            epoch: :func:`arml.runfolder.validate_inputs`); a device without CUDA asked for CUDA; an
+            interrupted pseudo-mask folder.
         FileNotFoundError: missing data folders or training masks.
     """
     if not isinstance(config, SegConfig):
         raise TypeError(f"config must be a SegConfig, got {type(config).__name__}")
-    run = RunFolder(out, config, stage="stage 2", finished=FINISHED, resume=resume)
+    run = RunFolder(out, config, stage="stage 2", finished=FINISHED, resume=resume, data=data_of(config))
     if run.finished:
-        return run.read_json(FINISHED)
-    seed_everything(config.seed)
+        return {**run.read_json(FINISHED), "data_root": config.data_root}
+    validate_inputs(
+        config.data_root, config.dataset, masks_dir=resolve_mask_dir(config), progress=config.progress
+    )
     device = check_device(config.device)
+    seed_everything(config.seed)
     loader_generator = torch.Generator().manual_seed(config.seed)
     generators = (torch.Generator().manual_seed(config.seed + 1_000_003), loader_generator)
     loaders = _make_loaders(config, device, loader_generator)
@@ -447,8 +487,14 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
 
 
 def load_config(run_dir: str | Path) -> SegConfig:
-    """The :class:`SegConfig` a stage-2 run folder was trained with."""
+    """The :class:`SegConfig` a stage-2 run folder was trained with.
+
+    Raises:
+        ValueError: ``run_dir`` is a stage-1 run folder.
+        FileNotFoundError: ``run_dir`` holds no run (no ``config.json``).
+    """
+    require_run(run_dir, "stage 2", "a stage-2 run folder (config.json and best.pt, from arml train-seg)")
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no stage-2 run in {run_dir} (missing config.json)")
-    return SegConfig.from_dict(json.loads(path.read_text()))
+    return SegConfig.from_dict(read_json_file(path))

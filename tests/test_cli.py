@@ -48,8 +48,11 @@ def test_train_seg_and_evaluate_cli(quick_synth, tmp_path, capsys):
     assert main(args) == 0
     trained = capsys.readouterr().out
     assert "F_a" in trained and "ensemble" in trained and "TAS" in trained
+    assert f"data: {quick_synth.resolve()} (luad); training masks: train_gt" in trained
     assert main(["evaluate", "--checkpoint", str(run), "--split", "test"]) == 0
-    assert capsys.readouterr().out.strip() == trained.strip()
+    scored = capsys.readouterr().out
+    assert scored.splitlines()[0] == f"data: {quick_synth.resolve()}"
+    assert scored.split("\n", 1)[1].strip() == trained.split("\n", 1)[1].strip()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nowhere")]) == 2
 
 

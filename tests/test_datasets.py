@@ -7,20 +7,16 @@ import torch
 from PIL import Image
 
 from arml.cli import main
+from arml.data_check import check_layout, detect_dataset, name_grammar, require_dataset, validate_split
 from arml.datasets import (
     CLASS_NAMES,
     PALETTES,
     MaskedDataset,
     TrainDataset,
-    check_layout,
-    detect_dataset,
     format_train_name,
-    name_grammar,
     palette_bytes,
     parse_image_label,
     read_mask,
-    require_dataset,
-    validate_split,
     write_mask,
 )
 

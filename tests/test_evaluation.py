@@ -113,3 +113,38 @@ def test_check_device_refuses_cuda_where_there_is_none():
     assert check_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="not available here"):
         check_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_check_device_names_the_flag():
+    with pytest.raises(
+        ValueError, match="device 'cuda' asks for CUDA, which is not available here; use --device auto or cpu"
+    ):
+        check_device("cuda")
+
+
+def test_evaluate_refuses_a_stage1_run_and_a_run_without_a_finished_epoch(tmp_path, capsys):
+    import json
+
+    from arml.cli import main
+    from arml.evaluation import evaluate
+    from arml.stage1 import ClsConfig
+    from arml.stage2 import SegConfig
+
+    stage1 = tmp_path / "s1"
+    stage1.mkdir()
+    (stage1 / "config.json").write_text(json.dumps(ClsConfig(data_root=str(tmp_path)).to_dict()))
+    (stage1 / "classifier.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"s1 is a stage 1 run folder \(it holds classifier.pt\)") as err:
+        evaluate(stage1)
+    assert "expected a stage-2 run folder (config.json and best.pt, from arml train-seg)" in str(err.value)
+    assert main(["evaluate", "--checkpoint", str(stage1)]) == 2
+    assert "is a stage 1 run folder" in capsys.readouterr().err
+
+    stage2 = tmp_path / "s2"
+    stage2.mkdir()
+    (stage2 / "config.json").write_text(json.dumps(SegConfig(str(tmp_path), "pm").to_dict()))
+    with pytest.raises(
+        FileNotFoundError, match=r"no finished epoch yet \(no best.pt\); train it with arml train-seg"
+    ):
+        evaluate(stage2)

@@ -6,6 +6,7 @@ import torch
 
 from arml.datasets import list_pngs, read_mask
 from arml.pseudo_masks import MANIFEST, PseudoMaskConfig, generate_pseudo_masks, manifest_changes
+from arml.runtime import TEMP_PREFIX
 from arml.stage1 import ClsConfig, classifier_digest, train_classifier
 
 
@@ -72,7 +73,7 @@ def test_to_masks_is_the_cams_to_masks_call():
     assert PseudoMaskConfig().to_masks(cams, labels, images, "bcss")[0, 0, 0] == 2  # bcss: no white rule
 
 
-def test_masks_are_written_scored_resumable_with_a_manifest(run, quick_copy):
+def test_masks_are_written_scored_resumable_with_a_manifest(run, quick_copy, monkeypatch):
     result = _make(run, method="cam")
     folder = quick_copy / "train_PM" / "pm"
     train = list_pngs(quick_copy / "train")
@@ -87,12 +88,23 @@ def test_masks_are_written_scored_resumable_with_a_manifest(run, quick_copy):
     assert manifest["count"] == len(train) and manifest["complete"] is True
     assert manifest["miou"] == pytest.approx(result["metrics"]["miou"])
     written[0].unlink()
-    (folder / ".x.abc.png").write_bytes(b"half a file")  # a killed atomic write's temp file
+    (folder / f"{TEMP_PREFIX}x.abcd1234.png").write_bytes(b"half a file")  # a killed atomic write's temp file
     again = _make(run, method="cam")
     assert again["written"] == 1 and again["skipped"] == len(train) - 1
     assert again["metrics"]["miou"] == pytest.approx(result["metrics"]["miou"])
     assert not list(folder.glob(".*"))  # no temporary files left
     _make(run, method="cam", batch_size=7)  # a different batch size makes the same masks: resumes
+    with monkeypatch.context() as m:  # a finished folder of unchanged images: no second full decode
+        m.setattr("arml.pseudo_masks.validate_inputs", lambda *a, **k: pytest.fail("validated again"))
+        assert _make(run, method="cam")["written"] == 0
+    # The manifest records the data, absolute, with a fingerprint of the training images
+    assert result["data_root"] == manifest["data_root"] == str(quick_copy.resolve())
+    assert manifest["data"]["folders"]["train"]["files"] == len(train)
+    for folder in ("train", "train_gt"):  # an image dropped from the data since the masks were made
+        (quick_copy / folder / train[0].name).unlink()
+    with pytest.raises(ValueError, match=r"training images .*train/: 48 files, \d+ bytes → 47 files") as err:
+        _make(run, method="cam")
+    assert "--overwrite" in str(err.value)
 
 
 def test_another_method_under_the_same_name_is_refused_then_overwritten(run, quick_copy):
@@ -137,3 +149,55 @@ def test_cli_refuses_another_cam_under_the_same_name_until_overwrite(run, quick_
     assert "config.method: 'gradcam' → 'layercam'" in err and "--overwrite" in err
     assert main([*base, "--cam", "layercam", "--overwrite"]) == 0
     assert json.loads((quick_copy / "train_PM" / "cli" / MANIFEST).read_text())["method"] == "layercam"
+
+
+def _fake_run(folder, config: dict, *files):
+    """A run folder with a config and empty marker files: enough for the checks that run before any CAM."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    for name in files:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_wrong_inputs_are_refused_before_the_mask_folder_is_made(quick_copy, tmp_path, capsys):
+    from arml.cli import main
+    from arml.stage2 import SegConfig
+
+    cls = ClsConfig(data_root=str(quick_copy)).to_dict()
+    stage2 = _fake_run(tmp_path / "s2", SegConfig(str(quick_copy), "pm").to_dict(), "best.pt", "metrics.json")
+    with pytest.raises(
+        ValueError, match=r"s2 is a stage 2 run folder \(it holds metrics.json, best.pt\)"
+    ) as err:
+        generate_pseudo_masks(stage2, "pm", progress=False)
+    assert "expected a stage-1 run folder (config.json and classifier.pt" in str(err.value)
+    unfinished = _fake_run(tmp_path / "s1u", cls, "last.pt")
+    with pytest.raises(
+        ValueError, match=r"unfinished stage-1 run \(no classifier.pt\); finish it with arml train-cls"
+    ):
+        generate_pseudo_masks(unfinished, "pm", progress=False)
+    finished = _fake_run(tmp_path / "s1", cls, "classifier.pt")  # empty: each check comes before loading it
+    (finished / "weights.json").write_text(json.dumps({"digest": "abc"}))
+    with pytest.raises(ValueError, match="--name must be a plain folder name"):
+        generate_pseudo_masks(finished, "../pm", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist \(--data\)"):
+        generate_pseudo_masks(finished, "pm", data_root=tmp_path / "nowhere", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ValueError, match="asks for CUDA, which is not available here; use --device auto or cpu"
+        ):
+            generate_pseudo_masks(finished, "pm", device="cuda", progress=False)
+        assert main(["pseudo-masks", "--checkpoint", str(finished), "--name", "pm", "--device", "cuda"]) == 2
+        assert "use --device auto or cpu" in capsys.readouterr().err
+    assert main(["pseudo-masks", "--checkpoint", str(stage2), "--name", "pm", "--quiet"]) == 2
+    assert "is a stage 2 run folder" in capsys.readouterr().err
+    broken = list_pngs(quick_copy / "train")[3]
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated training image
+    with pytest.raises(ValueError, match="the train split fails the data check") as err:
+        generate_pseudo_masks(finished, "pm", progress=False)
+    assert f"{broken}: unreadable image" in str(err.value)
+    (finished / "weights.json").unlink()  # now the digest comes from classifier.pt, which is damaged
+    with pytest.raises(ValueError, match=r"s1/classifier.pt cannot be read \(EOFError") as err:
+        generate_pseudo_masks(finished, "pm", progress=False)
+    assert f"arml train-cls --out {finished} --restart" in str(err.value)
+    assert not (quick_copy / "train_PM").exists()  # no failing call left a folder behind

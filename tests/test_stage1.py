@@ -187,3 +187,66 @@ def test_evaluate_by_hand():
     assert model.seen_training == [False, False] and model.training  # eval mode inside, restored after
     with pytest.raises(ValueError, match="at least one image"):
         evaluate(model, [])
+
+
+def test_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ClsConfig(data_root="data/x").data_root == str(tmp_path.resolve() / "data" / "x")
+    with pytest.raises(ValueError, match="ClsConfig.data_root must be a path"):
+        ClsConfig(data_root="")
+
+
+def test_a_finished_run_answers_only_for_the_data_it_was_made_from(quick_synth, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    out.mkdir()  # an earlier attempt that failed before its first epoch left another config behind
+    (out / "config.json").write_text(json.dumps(_config(quick_synth, lr=9.0).to_dict()))
+    first = train_classifier(_config(quick_synth, epochs=1), out)
+    data = json.loads((out / "data.json").read_text())
+    assert data["data_root"] == str(quick_synth.resolve()) and data["folders"]["train"]["files"] == 48
+
+    moved = shutil.copytree(quick_synth, tmp_path / "moved")  # the same files elsewhere
+    assert _same_weights(first, train_classifier(_config(moved, epochs=1), out))
+
+    (moved / "train" / sorted(p.name for p in (moved / "train").iterdir())[0]).unlink()
+    with pytest.raises(ValueError, match="made from other data") as err:
+        train_classifier(_config(moved, epochs=1), out)
+    message = str(err.value)
+    assert str(quick_synth.resolve()) in message and str(moved) in message
+    assert "train/: 48 files" in message and "→ 47 files" in message and "--restart" in message
+
+    with pytest.raises(ValueError, match=r"does not exist") as err:
+        train_classifier(_config(tmp_path / "nowhere", epochs=1), out)
+    assert "nowhere (--data)" in str(err.value) and "--restart" in str(err.value)
+
+
+def test_inputs_and_device_are_checked_before_any_folder_is_made(quick_synth, tmp_path):
+    import shutil
+
+    partial = shutil.copytree(quick_synth, tmp_path / "no_test", ignore=shutil.ignore_patterns("test"))
+    with pytest.raises(FileNotFoundError, match=r"no_test/test/img: no test images"):
+        train_classifier(_config(partial), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"--dataset bcss does not fit this data.*use --dataset luad"):
+        train_classifier(_config(quick_synth, dataset="bcss"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ValueError, match="asks for CUDA, which is not available here; use --device auto or cpu"
+        ):
+            train_classifier(_config(quick_synth, device="cuda"), tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+        code = main(
+            ["train-cls", "--data", str(quick_synth), "--out", str(tmp_path / "run"), "--device", "cuda"]
+        )
+        assert code == 2 and not (tmp_path / "run").exists()
+
+
+def test_a_stage2_folder_is_not_a_stage1_run(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({"masks": "pm"}))
+    with pytest.raises(
+        ValueError, match=r"is a stage 2 run folder \(it holds metrics.json\); expected a stage-1"
+    ):
+        load_config(tmp_path)

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import arml.stage2 as stage2
 from arml import recipes
@@ -339,3 +340,86 @@ def test_evaluate_reproduces_the_test_metrics_and_formats_them(straight_run, noi
     assert val["F_a"]["miou"] == pytest.approx(metrics["val_miou"])
     with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
         evaluate(out, split="train")
+
+
+def test_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert SegConfig("data/x", "noisy").data_root == str(tmp_path.resolve() / "data" / "x")
+
+
+def test_a_finished_run_answers_only_for_its_data_and_evaluate_says_what_it_scored(
+    straight_run, noisy_root, tmp_path, monkeypatch
+):
+    import shutil
+
+    out, metrics = straight_run
+    assert metrics["data_root"] == str(noisy_root.resolve())
+    recorded = json.loads((out / "data.json").read_text())
+    assert set(recorded["folders"]) == {"train", "masks", "val/img", "val/mask", "test/img", "test/mask"}
+    assert recorded["folders"]["masks"]["path"] == "train_PM/noisy"
+
+    moved = shutil.copytree(noisy_root, tmp_path / "moved")  # the same files elsewhere: the same run
+    again = train_segmenter(tiny_config(moved), out)
+    assert again == {**metrics, "data_root": str(moved)}
+
+    default = evaluate(out, device="cpu")
+    assert default["data_root"] == default["run_data_root"] == str(noisy_root.resolve())
+    assert default["data_matches_run"] is True
+
+    name = list_pngs(moved / "test" / "img")[0].name
+    for kind in ("img", "mask"):
+        (moved / "test" / kind / name).unlink()
+    with pytest.raises(ValueError, match=r"made from other data") as err:
+        train_segmenter(tiny_config(moved), out)
+    message = str(err.value)
+    assert "test/img/: 16 files" in message and "→ 15 files" in message and str(moved) in message
+    assert f"arml evaluate --checkpoint {out}" in message and "--restart" in message
+    with pytest.raises(ValueError, match=r"nowhere \(--data\) does not exist"):
+        train_segmenter(tiny_config(tmp_path / "nowhere"), out)
+
+    monkeypatch.chdir(tmp_path)  # a relative --data is read from here, and the result says so, absolute
+    other = evaluate(out, data_root="moved", device="cpu")
+    assert other["data_root"] == str(moved.resolve()) and other["data_matches_run"] is False
+    assert other["run_data_root"] == str(noisy_root.resolve())
+    assert other["F_a"]["pixels"] < default["F_a"]["pixels"]  # 15 test images scored, not 16
+
+
+def test_inputs_and_device_are_checked_before_the_first_epoch(noisy_root, tmp_path):
+    import shutil
+
+    from arml.pseudo_masks import manifest_digest
+
+    root = shutil.copytree(noisy_root, tmp_path / "copy")
+    manifest = {"config": {"method": "cam"}, "classifier": {"weights_digest": "w"}, "dataset": "luad"}
+    (root / "train_PM" / "noisy" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(
+        ValueError, match=r"noisy\) is incomplete: its making was interrupted.*arml pseudo-masks"
+    ):
+        train_segmenter(tiny_config(root), tmp_path / "run")
+    (root / "train_PM" / "noisy" / "manifest.json").write_text(json.dumps({**manifest, "complete": True}))
+    assert stage2.data_of(tiny_config(root))["upstream"] == {"masks manifest": manifest_digest(manifest)}
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ValueError, match="asks for CUDA, which is not available here; use --device auto or cpu"
+        ):
+            train_segmenter(tiny_config(root, device="cuda"), tmp_path / "run")
+    val_mask = list_pngs(root / "val" / "mask")[0]
+    write_mask(val_mask, np.zeros((32, 32), dtype=np.uint8))  # a val mask of the wrong size
+    with pytest.raises(ValueError, match=r"the val split fails the data check") as err:
+        train_segmenter(tiny_config(root), tmp_path / "run")
+    assert f"{val_mask}: mask size (32, 32) differs from its image size (64, 64)" in str(err.value)
+    shutil.copy(noisy_root / "val" / "mask" / val_mask.name, val_mask)
+    test_mask = list_pngs(root / "test" / "mask")[0]
+    write_mask(test_mask, np.full((64, 64), 3, dtype=np.uint8))
+    with Image.open(test_mask) as img:  # value 7: write_mask refuses it, so write the PNG by hand
+        img.putpixel((0, 0), 7)
+        img.save(test_mask)
+    with pytest.raises(ValueError, match=r"the test split fails the data check") as err:
+        train_segmenter(tiny_config(root), tmp_path / "run")  # found before training, not after
+    assert f"{test_mask}: mask values outside 0..4: [7]" in str(err.value)
+    with pytest.raises(ValueError, match=r"--dataset bcss does not fit this data.*use --dataset luad"):
+        train_segmenter(tiny_config(root, dataset="bcss"), tmp_path / "run")
+    shutil.rmtree(root / "test")
+    with pytest.raises(FileNotFoundError, match=r"copy/test/img: no test images"):
+        train_segmenter(tiny_config(root), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
