@@ -205,6 +205,34 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from arml.datasets import CLASS_LONG_NAMES
+    from arml.predict import predict_image
+
+    result = predict_image(
+        args.checkpoint,
+        args.image,
+        out=args.out,
+        model=args.model,
+        window=args.window,
+        stride=args.stride,
+        device=args.device,
+    )
+    print(f"image: {Path(result['image']).resolve()} ({result['width']}×{result['height']} pixels)")
+    print(
+        f"run: {args.checkpoint.resolve()}; model {result['model']}; window {result['window']} "
+        f"({result['window_source']}), stride {result['stride']}, {result['windows']} windows on "
+        f"{result['device']} in {result['seconds']:.1f} s"
+    )
+    print(f"mask: {result['mask']}")
+    print(f"overlay: {result['overlay']}")
+    long_names = CLASS_LONG_NAMES[result["dataset"]]
+    print("class shares (the background label 4 is never predicted):")
+    for (name, share), long_name in zip(result["shares"].items(), long_names, strict=True):
+        print(f"  {name:<4} {100 * share:6.2f}%  {long_name}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 def _data_commands(sub) -> None:
     data = sub.add_parser("data", help="inspect a dataset folder")
@@ -280,6 +308,38 @@ def _stage_commands(sub) -> None:
     ev.set_defaults(func=_cmd_evaluate)
 
 
+def _predict_command(sub) -> None:
+    from arml.options import ENSEMBLE, PEER_NAMES
+
+    pr = sub.add_parser(
+        "predict",
+        help="segment a new image (PNG/JPEG/TIFF, any size) with a stage-2 run: palette mask + overlay",
+        description="Slide windows at the training scale over the image, blend the softmax probabilities, "
+        "write the argmax as a palette PNG (classes 0..3; the background label 4 is never predicted) and "
+        "<out stem>_overlay.png.",
+    )
+    pr.add_argument("--checkpoint", type=Path, required=True, help="stage-2 run folder (best.pt)")
+    pr.add_argument("--image", type=Path, required=True, help="a PNG, JPEG or TIFF image of any size")
+    pr.add_argument(
+        "--out", type=Path, default=None, help="mask file, .png (default: ./<image stem>_mask.png)"
+    )
+    pr.add_argument(
+        "--model",
+        choices=(*PEER_NAMES, ENSEMBLE),
+        default="F_a",
+        help="F_a (the paper's model), a peer, or the ensemble",
+    )
+    pr.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window side, a multiple of 8 for PSPNet (default: the run's training image size, else 224)",
+    )
+    pr.add_argument("--stride", type=int, default=None, help="step between windows (default: window // 2)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    pr.set_defaults(func=_cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arml",
@@ -288,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _data_commands(sub)
     _stage_commands(sub)
+    _predict_command(sub)
     rep = sub.add_parser(
         "reproduce", help="run the numbered notebooks headless with papermill (the main job)"
     )

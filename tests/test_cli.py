@@ -12,7 +12,16 @@ def test_python_dash_m_arml_help():
     done = subprocess.run(
         [sys.executable, "-m", "arml", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("synth", "data", "train-cls", "pseudo-masks", "train-seg", "evaluate", "reproduce"):
+    for command in (
+        "synth",
+        "data",
+        "train-cls",
+        "pseudo-masks",
+        "train-seg",
+        "evaluate",
+        "predict",
+        "reproduce",
+    ):
         assert command in done.stdout
 
 
