@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from arml.options import DATASETS
+from arml.options import DATASETS, EVAL_SPLITS
 from arml.profiles import PROFILE_NAMES
 
 _NONE_WORDS = ("none", "null")
@@ -207,7 +207,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from arml.datasets import CLASS_LONG_NAMES
-    from arml.predict import predict_image
+    from arml.inference import predict_image
 
     result = predict_image(
         args.checkpoint,
@@ -300,7 +300,7 @@ def _stage_commands(sub) -> None:
     ev = sub.add_parser("evaluate", help="score a stage-2 run's best checkpoint on a split")
     ev.add_argument("--checkpoint", type=Path, required=True, help="stage-2 run folder")
     ev.add_argument("--data", type=Path, default=None, help="dataset root (default: the one trained on)")
-    ev.add_argument("--split", choices=("val", "test"), default="test")
+    ev.add_argument("--split", choices=EVAL_SPLITS, default="test")
     ev.add_argument(
         "--dataset", choices=DATASETS, default=None, help="name grammar and classes (default: the run's)"
     )

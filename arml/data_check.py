@@ -29,7 +29,7 @@ from arml.datasets import (
     list_pngs,
     parse_image_label,
 )
-from arml.options import DATASETS
+from arml.options import DATASETS, EVAL_SPLITS
 
 # ------------------------------------------------------------------------------- which dataset is this?
 _GRAMMAR = {
@@ -356,7 +356,7 @@ def check_layout(root: str | Path, dataset: str = "luad", progress: bool = False
         sizes = _check_train(root, report, bar, evidence)
         if (root / "train_gt").is_dir():
             _check_pairs(root / "train", root / "train_gt", "train_gt", report, bar, sizes=sizes)
-    for split in ("val", "test"):
+    for split in EVAL_SPLITS:
         if (root / split).is_dir():
             _check_pairs(root / split / "img", root / split / "mask", split, report, bar)
     return report

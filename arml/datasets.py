@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from arml.options import DATASETS, check_choice
+from arml.options import DATASETS, EVAL_SPLITS, check_choice
 from arml.runtime import atomic_write
 
 NUM_CLASSES = 4
@@ -279,7 +279,7 @@ class MaskedDataset(Dataset):
     files: list[Path] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.split not in ("val", "test"):
+        if self.split not in EVAL_SPLITS:
             raise ValueError(f"split must be 'val' or 'test', got {self.split!r}")
         self.root = Path(self.root)
         self.files = list_pngs(self.root / self.split / "img")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from arml.datasets import CLASS_NAMES, NUM_CLASSES, MaskedDataset
 from arml.metrics import SegmentationMetrics
 from arml.models import create_segmenter
-from arml.options import DATASETS, ENSEMBLE, PEER_NAMES, check_choice
+from arml.options import DATASETS, ENSEMBLE, EVAL_SPLITS, PEER_NAMES, check_choice
 from arml.runfolder import BEST, data_record, read_checkpoint, read_data_record, validate_inputs
 from arml.runtime import resolve_device, to_jsonable
 
@@ -177,7 +177,7 @@ def evaluate(
     """
     from arml.stage2 import load_config
 
-    if split not in ("val", "test"):
+    if split not in EVAL_SPLITS:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     check_choice("dataset", dataset, (None, *DATASETS))
     if not isinstance(batch_size, int) or batch_size < 1:

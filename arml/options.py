@@ -24,6 +24,7 @@ from typing import Any
 # ----------------------------------------------------------------------------------------------- data
 DATASETS = ("luad", "bcss")  # file-name grammar, class order and palette (docs/paper_vs_code.md §1)
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")  # the splits with pixel masks
 
 # ---------------------------------------------------------------------------------------------- recipe
 RECIPES = ("paper", "official")  # the paper with evident bugs fixed / the released code (docs §6)
@@ -104,10 +105,19 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict):
         """Inverse of :meth:`to_dict`; a key the dataclass does not have is an error naming the valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        known = {f.name for f in fields}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid fields: {sorted(known)}")
+        required = {
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"{cls.__name__} fields {missing} are missing (given: {sorted(data)})")
         return cls(**data)
 
     def check_choices(self) -> None:

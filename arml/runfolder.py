@@ -53,7 +53,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from arml.data_check import require_dataset, validate_split
-from arml.options import Config
+from arml.options import EVAL_SPLITS, Config
 from arml.runtime import clean_temp_files, config_changes, load_checkpoint, save_checkpoint, write_json
 
 CONFIG = "config.json"
@@ -207,7 +207,7 @@ def require_run(folder: str | Path, stage: str, expected: str) -> None:
 
 
 # --------------------------------------------------------------------------------- input checks
-def check_inputs(root: str | Path, splits: Sequence[str] = ("val", "test"), train: bool = True) -> Path:
+def check_inputs(root: str | Path, splits: Sequence[str] = EVAL_SPLITS, train: bool = True) -> Path:
     """Check, before any training, that a dataset root has the layout every stage relies on.
 
     The root exists; ``train/`` holds PNG images (with ``train``); each of ``splits`` has a non-empty ``img/`` folder and a
@@ -332,6 +332,14 @@ class RunFolder:
     def finished(self) -> bool:
         """Whether the folder holds a finished run of this config and data (rule 3); never with ``resume=False``."""
         return self._matched and (self.path / self.finished_file).is_file()
+
+    def refresh(self) -> None:
+        """Rewrite a finished run's ``config.json`` and ``data.json`` with the current runtime fields (the
+        data root it was found at, the device, …): rule 3 returns such a run without :meth:`start`."""
+        if self.finished:
+            write_json(self.path / CONFIG, self.config)
+            if self.data is not None:
+                write_json(self.path / DATA, self.data)
 
     def file(self, name: str) -> Path:
         """The path of ``name`` in the folder."""

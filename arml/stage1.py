@@ -309,6 +309,7 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
         data=data_of(config),
     )
     if run.finished:
+        run.refresh()  # the data may have moved: later calls (pseudo masks) read the root from config.json
         return load_classifier(out)
     validate_inputs(config.data_root, config.dataset, progress=config.progress)
     device = check_device(config.device)

@@ -51,6 +51,7 @@ from arml.losses import RELATION_LOSSES
 from arml.models import SEGMENTERS
 from arml.options import (
     DATASETS,
+    EVAL_SPLITS,
     INPUT_NORMS,
     PEER_COUNTS,
     RECIPES,
@@ -61,7 +62,7 @@ from arml.options import (
 )
 from arml.pseudo_masks import manifest_digest, read_manifest
 from arml.recipes import Networks, build_networks, create_recipe
-from arml.runfolder import RunFolder, data_record, read_json_file, require_run, validate_inputs
+from arml.runfolder import RunFolder, data_changes, data_record, read_json_file, require_run, validate_inputs
 from arml.runtime import rng_state, seed_everything, set_poly_lr, set_rng_state, to_jsonable
 
 FINISHED = "metrics.json"
@@ -233,6 +234,15 @@ def resolve_mask_dir(config: SegConfig) -> Path:
             "interrupted (manifest.json: complete false); run arml pseudo-masks again with the same "
             "--checkpoint and --name to finish it"
         )
+    made_from = (manifest or {}).get("data")
+    if made_from is not None:  # masks made by arml: from the training images that are there now?
+        now = data_record(root, {"train": root / "train"})
+        if made_from.get("fingerprint") != now["fingerprint"]:
+            changes = "; ".join(data_changes(made_from, now)) or "other names or sizes"
+            raise ValueError(
+                f"the pseudo masks in {folder} (--masks {config.masks}) were made from other training images "
+                f"({changes}); make them again with arml pseudo-masks --overwrite and the same --name"
+            )
     return folder
 
 
@@ -242,7 +252,7 @@ def data_of(config: SegConfig) -> dict:
     root = Path(config.data_root)
     folders = {"train": root / "train", "masks": mask_dir(config)}
     folders.update(
-        {f"{split}/{kind}": root / split / kind for split in ("val", "test") for kind in ("img", "mask")}
+        {f"{split}/{kind}": root / split / kind for split in EVAL_SPLITS for kind in ("img", "mask")}
     )
     manifest = read_manifest(folders["masks"]) if folders["masks"].is_dir() else None
     upstream = {} if manifest is None else {"masks manifest": manifest_digest(manifest)}
@@ -469,6 +479,7 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
         raise TypeError(f"config must be a SegConfig, got {type(config).__name__}")
     run = RunFolder(out, config, stage="stage 2", finished=FINISHED, resume=resume, data=data_of(config))
     if run.finished:
+        run.refresh()  # the data may have moved: evaluate reads the root from config.json
         return {**run.read_json(FINISHED), "data_root": config.data_root}
     validate_inputs(
         config.data_root, config.dataset, masks_dir=resolve_mask_dir(config), progress=config.progress

@@ -32,8 +32,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from arml.datasets import BACKGROUND, DATASETS, NUM_CLASSES, format_train_name, write_mask
+from arml.options import SPLITS
 from arml.runtime import atomic_write, clean_temp_files
-from arml.tissue import SPLITS, check_split, generate_patch
+from arml.tissue import check_split, generate_patch
 
 GENERATOR_VERSION = "arml.synth/1"
 LUAD_TO_BCSS = np.array([0, 3, 2, 1, BACKGROUND], dtype=np.uint8)  # TE→TUM, NEC→NEC, LYM→LYM, TAS→STR

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from arml.datasets import list_pngs
+from arml.options import SPLITS
 from arml.synth import SynthConfig, patch_stem
-from arml.tissue import SPLITS
 
 SYNTH_JSON = "synth.json"  # written last: its presence marks a complete dataset
 PARTIAL_JSON = "synth.partial.json"  # written first, removed last: a run in progress or killed

@@ -52,11 +52,11 @@ import numpy as np
 from scipy import ndimage
 
 from arml.datasets import BACKGROUND, NUM_CLASSES
+from arml.options import SPLITS
 
 if TYPE_CHECKING:  # only for annotations: arml.synth imports this module
     from arml.synth import SynthConfig
 
-SPLITS = ("train", "val", "test")
 TE, NEC, LYM, TAS = range(NUM_CLASSES)
 
 # Stain optical-density vectors (R, G, B), see docs/synthetic_data.md: H halfway between Ruifrok & Johnston

@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from arml.synth import SPLITS, SYNTH_PROFILES, generate_dataset
+from arml.options import SPLITS
+from arml.synth import SYNTH_PROFILES, generate_dataset
 
 
 def main() -> None:

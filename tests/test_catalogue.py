@@ -70,7 +70,7 @@ def mask_value_7_in_test(root, tmp):
 
 def missing_test_split(root, tmp):
     shutil.rmtree(root / "test")
-    return _train_cls(root, tmp), 2, ["test"]
+    return _train_cls(root, tmp), 2, [f"{root / 'test'}", "missing"]
 
 
 def omega_not_a_number(root, tmp):

@@ -264,3 +264,20 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path):
     (tmp_path / "run" / "last.pt").write_bytes(b"not a checkpoint")  # e.g. a damaged copy
     with pytest.raises(ValueError, match=r"last.pt cannot be read \(\w+Error: .*\); pass --restart"):
         _folder(tmp_path / "run").load_last()
+
+
+def test_a_finished_run_found_on_moved_data_records_where_the_data_is_now(tmp_path):
+    old = _dataset(tmp_path / "old")
+    run = _data_folder(tmp_path / "run", _record(old))
+    run.start()
+    run.write_json("done.json", {})
+    moved = tmp_path / "moved"
+    old.rename(moved)
+    again = _data_folder(tmp_path / "run", _record(moved), device="cuda")
+    assert again.finished
+    again.refresh()
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["data_root"] == str(moved.resolve())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["device"] == "cuda"
+    unfinished = _data_folder(tmp_path / "other", _record(moved))
+    unfinished.refresh()  # not finished: nothing to refresh, nothing written
+    assert not (tmp_path / "other").exists()

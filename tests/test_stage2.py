@@ -423,3 +423,23 @@ def test_inputs_and_device_are_checked_before_the_first_epoch(noisy_root, tmp_pa
     with pytest.raises(FileNotFoundError, match=r"copy/test/img: no test images"):
         train_segmenter(tiny_config(root), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_pseudo_masks_made_from_other_training_images_are_refused(tiny_root):
+    import shutil
+
+    from arml.runfolder import data_record
+    from arml.runtime import write_json
+
+    folder = tiny_root / "train_PM" / "pm"
+    shutil.copytree(tiny_root / "train_gt", folder)
+    manifest = {"complete": True, "data": data_record(tiny_root, {"train": tiny_root / "train"})}
+    write_json(folder / "manifest.json", manifest)
+    config = SegConfig(str(tiny_root), masks="pm")
+    assert stage2.resolve_mask_dir(config) == folder
+    image = list_pngs(tiny_root / "train")[0]
+    Image.new("RGB", (16, 16), (250, 10, 10)).save(image)  # new content, another size
+    with pytest.raises(ValueError, match=r"were made from other training images \(train/: .*--overwrite"):
+        stage2.resolve_mask_dir(config)
+    (folder / "manifest.json").unlink()  # masks from elsewhere (e.g. the released code's): taken as given
+    assert stage2.resolve_mask_dir(config) == folder

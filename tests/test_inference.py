@@ -14,7 +14,7 @@ from torch import nn
 from arml.cli import main
 from arml.datasets import PALETTES, list_pngs, read_image, read_mask
 from arml.evaluation import load_models, predict
-from arml.predict import (
+from arml.inference import (
     predict_image,
     read_any_image,
     sliding_window_logits,
