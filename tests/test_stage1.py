@@ -208,12 +208,15 @@ def test_a_finished_run_answers_only_for_the_data_it_was_made_from(quick_synth, 
 
     moved = shutil.copytree(quick_synth, tmp_path / "moved")  # the same files elsewhere
     assert _same_weights(first, train_classifier(_config(moved, epochs=1), out))
+    # the run now records where its data is (pseudo masks read the root from config.json)
+    assert json.loads((out / "data.json").read_text())["data_root"] == str(moved.resolve())
+    assert json.loads((out / "config.json").read_text())["data_root"] == str(moved.resolve())
 
     (moved / "train" / sorted(p.name for p in (moved / "train").iterdir())[0]).unlink()
     with pytest.raises(ValueError, match="made from other data") as err:
         train_classifier(_config(moved, epochs=1), out)
     message = str(err.value)
-    assert str(quick_synth.resolve()) in message and str(moved) in message
+    assert f"made from other data: {moved.resolve()} (fingerprint" in message
     assert "train/: 48 files" in message and "→ 47 files" in message and "--restart" in message
 
     with pytest.raises(ValueError, match=r"does not exist") as err:

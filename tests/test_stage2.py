@@ -362,8 +362,8 @@ def test_a_finished_run_answers_only_for_its_data_and_evaluate_says_what_it_scor
     again = train_segmenter(tiny_config(moved), out)
     assert again == {**metrics, "data_root": str(moved)}
 
-    default = evaluate(out, device="cpu")
-    assert default["data_root"] == default["run_data_root"] == str(noisy_root.resolve())
+    default = evaluate(out, device="cpu")  # the run now records where its data is
+    assert default["data_root"] == default["run_data_root"] == str(moved.resolve())
     assert default["data_matches_run"] is True
 
     name = list_pngs(moved / "test" / "img")[0].name
@@ -380,7 +380,7 @@ def test_a_finished_run_answers_only_for_its_data_and_evaluate_says_what_it_scor
     monkeypatch.chdir(tmp_path)  # a relative --data is read from here, and the result says so, absolute
     other = evaluate(out, data_root="moved", device="cpu")
     assert other["data_root"] == str(moved.resolve()) and other["data_matches_run"] is False
-    assert other["run_data_root"] == str(noisy_root.resolve())
+    assert other["run_data_root"] == str(moved.resolve())
     assert other["F_a"]["pixels"] < default["F_a"]["pixels"]  # 15 test images scored, not 16
 
 
