@@ -260,10 +260,18 @@ def _data_commands(sub) -> None:
     synth.set_defaults(func=_cmd_synth)
 
 
-def _stage_commands(sub) -> None:
-    from arml.pseudo_masks import PseudoMaskConfig
-    from arml.stage1 import ClsConfig
-    from arml.stage2 import SegConfig
+STAGE_COMMANDS = ("train-cls", "pseudo-masks", "train-seg")
+
+
+def _stage_commands(sub, config_options: bool = True) -> None:
+    """The stage commands; ``config_options=False`` leaves out the options generated from the configs,
+    whose import (torch, timm, smp) costs seconds: ``arml --help`` and ``arml data check`` do not need them."""
+
+    def options_of(parser, module: str, name: str, title: str) -> None:
+        if config_options:
+            import importlib
+
+            add_config_options(parser, getattr(importlib.import_module(module), name), title)
 
     def common(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--profile", choices=PROFILE_NAMES, default="cpu", help=f"sizes of the {what}")
@@ -274,7 +282,9 @@ def _stage_commands(sub) -> None:
     cls.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history)")
     cls.add_argument("--restart", action="store_true", help="start over instead of resuming --out")
     common(cls, "classifier")
-    add_config_options(cls, ClsConfig, "stage-1 options (ClsConfig; default: the profile's, else below)")
+    options_of(
+        cls, "arml.stage1", "ClsConfig", "stage-1 options (ClsConfig; default: the profile's, else below)"
+    )
     cls.set_defaults(func=_cmd_train_cls)
 
     pm = sub.add_parser("pseudo-masks", help="CAMs of a stage-1 run -> pseudo masks in ROOT/train_PM/NAME/")
@@ -286,7 +296,7 @@ def _stage_commands(sub) -> None:
         "--overwrite", action="store_true", help="regenerate a NAME folder made with another config"
     )
     common(pm, "CAM batches")
-    add_config_options(pm, PseudoMaskConfig, "pseudo-mask options (PseudoMaskConfig)")
+    options_of(pm, "arml.pseudo_masks", "PseudoMaskConfig", "pseudo-mask options (PseudoMaskConfig)")
     pm.set_defaults(func=_cmd_pseudo_masks)
 
     seg = sub.add_parser("train-seg", help="stage 2: three peers with SWV + SRM on pseudo masks")
@@ -294,7 +304,9 @@ def _stage_commands(sub) -> None:
     seg.add_argument("--out", type=Path, required=True, help="run folder")
     seg.add_argument("--restart", action="store_true", help="start over instead of resuming --out")
     common(seg, "segmenters")
-    add_config_options(seg, SegConfig, "stage-2 options (SegConfig; default: the profile's, else below)")
+    options_of(
+        seg, "arml.stage2", "SegConfig", "stage-2 options (SegConfig; default: the profile's, else below)"
+    )
     seg.set_defaults(func=_cmd_train_seg)
 
     ev = sub.add_parser("evaluate", help="score a stage-2 run's best checkpoint on a split")
@@ -340,14 +352,15 @@ def _predict_command(sub) -> None:
     pr.set_defaults(func=_cmd_predict)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config_options: bool = True) -> argparse.ArgumentParser:
+    """The whole ``arml`` parser; ``config_options=False`` skips the generated stage options (fast)."""
     parser = argparse.ArgumentParser(
         prog="arml",
         description="ARML (MICCAI 2024): weakly supervised tissue segmentation, stage by stage.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _data_commands(sub)
-    _stage_commands(sub)
+    _stage_commands(sub, config_options)
     _predict_command(sub)
     rep = sub.add_parser(
         "reproduce", help="run the numbered notebooks headless with papermill (the main job)"
@@ -365,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(config_options=any(a in STAGE_COMMANDS for a in argv[:1]))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed its message (or the help)

@@ -262,7 +262,10 @@ def validate_inputs(
     :func:`arml.data_check.require_dataset` (``--dataset`` fits the file names) and
     :func:`arml.data_check.validate_split` for each of ``splits`` (every file decoded, sizes, mask values
     0..4; for ``"train"`` with ``masks_dir``, a mask of the right size for every training image). One full
-    decode of the splits: about 30 s for LUAD-HistoSeg's training split, nothing next to training.
+    decode of the splits: about 30 s for LUAD-HistoSeg's training split, nothing next to training. A split
+    that passed is not decoded again in the same process while its folders keep their fingerprint
+    (:func:`folder_fingerprint`: names and sizes), so the dozens of stage-2 runs of a notebook's grid pay
+    for one decode.
 
     Returns:
         The root, absolute.
@@ -274,8 +277,23 @@ def validate_inputs(
     root = check_inputs(root, [s for s in splits if s != "train"], train="train" in splits)
     require_dataset(root, dataset)
     for split in splits:
-        validate_split(root, split, dataset, masks_dir if split == "train" else None, progress=progress)
+        masks = Path(masks_dir).resolve() if split == "train" and masks_dir is not None else None
+        folders = (
+            [root / "train", masks] if split == "train" else [root / split / "img", root / split / "mask"]
+        )
+        key = (
+            str(root),
+            dataset,
+            split,
+            *(folder_fingerprint(f)["sha256"] for f in folders if f is not None),
+        )
+        if key not in _VALIDATED:
+            validate_split(root, split, dataset, masks, progress=progress)
+            _VALIDATED.add(key)
     return root
+
+
+_VALIDATED: set[tuple] = set()  # splits that passed validate_split in this process (see validate_inputs)
 
 
 def _pngs(folder: Path) -> list[str]:

@@ -255,3 +255,9 @@ def test_synth_overwrite_says_what_it_removes_and_keeps_pseudo_masks(tmp_path, c
     args = ["synth", "--out", str(out), "--profile", "quick", "--overwrite", "--drop-pseudo-masks", "--quiet"]
     assert main(args) == 0
     assert "removes train_PM/" in capsys.readouterr().out and not pm.exists()
+
+
+def test_the_command_list_does_not_import_torch():
+    code = "import sys; from arml.cli import main; main(['--help']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().endswith("False") and "train-seg" in done.stdout

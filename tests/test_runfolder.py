@@ -281,3 +281,20 @@ def test_a_finished_run_found_on_moved_data_records_where_the_data_is_now(tmp_pa
     unfinished = _data_folder(tmp_path / "other", _record(moved))
     unfinished.refresh()  # not finished: nothing to refresh, nothing written
     assert not (tmp_path / "other").exists()
+
+
+def test_validate_inputs_decodes_a_split_once_per_process_while_its_files_stay(tiny_root, monkeypatch):
+    import arml.runfolder as runfolder
+
+    calls = []
+    real = runfolder.validate_split
+    monkeypatch.setattr(runfolder, "validate_split", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(runfolder, "_VALIDATED", set())
+    runfolder.validate_inputs(tiny_root, "luad")
+    runfolder.validate_inputs(tiny_root, "luad")
+    assert calls == ["train", "val", "test"]  # the second call decoded nothing
+    mask = sorted((tiny_root / "val" / "mask").glob("*.png"))[0]
+    mask.write_bytes(mask.read_bytes()[:40])  # truncated: another size, so checked again and refused
+    with pytest.raises(ValueError, match=r"the val split fails the data check"):
+        runfolder.validate_inputs(tiny_root, "luad")
+    assert calls == ["train", "val", "test", "val"]
