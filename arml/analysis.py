@@ -158,6 +158,28 @@ def label_only_masks(collected: dict, config=None, dataset: str = "luad") -> tor
     return pseudo_masks_from_cams(flat, config, dataset)
 
 
+def label_floor(truth) -> dict[str, object]:
+    """The label-only floor of a split with pixel truth (the reference line "floor" of notebook 06).
+
+    Every tissue pixel of an image gets the first class present in its truth, i.e. what a segmenter that
+    knew each image's label and nothing else would score (:func:`label_only_masks` on CAM inputs). Returns
+    :func:`score_masks` of those masks.
+
+    >>> truth = np.array([[[0, 0], [1, 4]]])   # one 2×2 image: classes 0 and 1, one excluded pixel
+    >>> round(label_floor(truth)["miou"], 3)      # class 0: IoU 2/3; class 1: IoU 0
+    0.333
+    """
+    truth = to_numpy(truth).astype(np.int64)
+    if truth.ndim != 3:
+        raise ValueError(f"need truth masks N×H×W, got shape {truth.shape}")
+    pred = np.full_like(truth, BACKGROUND)
+    for i, mask in enumerate(truth):
+        present = np.unique(mask[mask < NUM_CLASSES])
+        if present.size:
+            pred[i][mask < NUM_CLASSES] = present[0]
+    return score_masks(pred, truth)
+
+
 def absent_class_rate(masks, labels) -> float:
     """Fraction of tissue-labelled pixels (0..K-1) whose class is absent from the image-level label.
 

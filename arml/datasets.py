@@ -266,6 +266,30 @@ class TrainDataset(Dataset):
         return image, mask, path.name
 
 
+class InMemory(Dataset):
+    """A dataset whose items are decoded once and kept in memory (every epoch re-reads the same PNGs
+    otherwise). Only for data that fits: :func:`in_memory` decides."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.items = [dataset[i] for i in range(len(dataset))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+def in_memory(dataset: Dataset, max_bytes: int = 2**30) -> Dataset:
+    """``dataset`` decoded into memory (:class:`InMemory`) if its items take at most ``max_bytes`` (judged
+    from the first item), else ``dataset`` itself, read from disk on every access."""
+    if len(dataset) == 0:
+        return dataset
+    first = dataset[0]
+    size = sum(t.numel() * t.element_size() for t in first if isinstance(t, torch.Tensor))
+    return InMemory(dataset) if size * len(dataset) <= max_bytes else dataset
+
+
 @dataclass
 class MaskedDataset(Dataset):
     """A val or test split: ``(image 3×H×W float in [0,1], mask H×W int64, name)``.

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from arml.profiles import Profile, get_profile
 from arml.runtime import default_dir, repo_relative, result_fields, write_json
+from arml.stats import mean_std, ttest  # noqa: F401  (re-exported: the statistics moved to arml.stats)
 
 
 def config_hash(config: dict, length: int = 10) -> str:
@@ -40,31 +38,6 @@ def config_hash(config: dict, length: int = 10) -> str:
 def save_results(stem: str, payload: dict, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<stem>.json`` (default ``<repo>/results``) with NaN as null, atomically."""
     return write_json(Path(folder or default_dir("results")) / f"{stem}.json", payload)
-
-
-def mean_std(values) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value) of finite values."""
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if arr.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {
-        "mean": float(arr.mean()),
-        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-        "n": int(arr.size),
-    }
-
-
-def ttest(a, b) -> float:
-    """Two-tailed Welch t-test p-value between two groups of per-seed scores (NaN if undefined)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 2 or b.size < 2:
-        return float("nan")
-    scale = max(np.abs(a).max(), np.abs(b).max(), 1.0)
-    if np.ptp(a) <= 1e-9 * scale and np.ptp(b) <= 1e-9 * scale:
-        return float("nan")  # no spread in either group: the t statistic is undefined
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 @dataclass
@@ -179,19 +152,53 @@ class Experiment:
             self.data_root, masks=masks, dataset=self.dataset, seed=seed, progress=self.progress, **overrides
         )
 
+    def _seg_run(self, masks: str, seed: int, overrides: dict):
+        config = self.seg_config(masks, seed, **overrides)
+        return config, self.runs / f"stage2-{config_hash(config.to_dict())}"
+
+    @property
+    def workers(self) -> int:
+        """Stage-2 worker processes: ``$ARML_WORKERS`` or the profile's ``workers``."""
+        value = os.environ.get("ARML_WORKERS") or self.profile.workers
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"ARML_WORKERS must be an int >= 1, got {value!r}")
+        return workers
+
     def segmenter(self, masks: str, seed: int = 0, **overrides) -> dict:
         """Train (or reuse) stage 2 on pseudo masks ``masks``; returns the test metrics dict (F_a, peers,
         ensemble). Overrides go to ``SegConfig`` (``omega``, ``relation``, ``lam``, ``recipe``, …)."""
-        from arml.stage2 import train_segmenter
-
-        config = self.seg_config(masks, seed, **overrides)
-        run = self.runs / f"stage2-{config_hash(config.to_dict())}"
-        metrics = train_segmenter(config, run)
-        return {**metrics, "run": str(run)}
+        return self.segmenter_grid({"run": (masks, overrides)}, [seed])["run"][0]
 
     def segmenter_seeds(self, masks: str, seeds, **overrides) -> list[dict]:
         """:meth:`segmenter` once per seed in ``seeds`` (the same config): the per-seed test metrics."""
-        return [self.segmenter(masks, seed=s, **overrides) for s in seeds]
+        return self.segmenter_grid({"run": (masks, overrides)}, seeds)["run"]
+
+    def segmenter_grid(self, grid: dict[str, tuple[str, dict]], seeds) -> dict[str, list[dict]]:
+        """Train (or reuse) every row of ``grid`` (``key → (masks, SegConfig overrides)``) for every seed.
+
+        Runs that are not finished yet are trained together by :func:`train_runs` with :attr:`workers`
+        processes, so a notebook's whole table costs one pass over the machine's cores; the same
+        configuration asked twice (in one grid or across notebooks) is trained once.
+
+        Returns:
+            ``key → [test metrics per seed]``, each with ``"run"`` (its folder).
+        """
+        from arml.stage2 import train_segmenter
+
+        jobs = {
+            (key, seed): self._seg_run(masks, seed, cfg)
+            for key, (masks, cfg) in grid.items()
+            for seed in seeds
+        }
+        train_runs(list(jobs.values()), self.workers, self.progress)
+        out: dict[str, list[dict]] = {key: [] for key in grid}
+        for (key, _), (config, run) in jobs.items():
+            out[key].append({**train_segmenter(config, run), "run": str(run)})
+        return out
 
     def pipeline(self, seed: int = 0, cls: dict | None = None, cam: dict | None = None, **seg) -> dict:
         """The whole chain for one seed: classifier → pseudo masks → three peers → test metrics.
@@ -202,6 +209,55 @@ class Experiment:
         pm = self.pseudo_masks(run, **(cam or {}))
         result = self.segmenter(pm["name"], seed=seed, **seg)
         return {**result, "pseudo_masks": pm["metrics"]}
+
+
+def _train_job(config: dict, run: str, threads: int) -> str:
+    """One stage-2 run in a worker process (top level: importable by ``spawn``)."""
+    import torch
+
+    from arml.stage2 import SegConfig, train_segmenter
+
+    torch.set_num_threads(threads)
+    train_segmenter(SegConfig.from_dict({**config, "progress": False}), run)
+    return run
+
+
+def train_runs(jobs, workers: int = 1, progress: bool = False) -> None:
+    """Train the unfinished ones of ``jobs`` (``(SegConfig, run folder)`` pairs), ``workers`` at a time.
+
+    With ``workers`` > 1 every run, even a lone one, is trained in a worker process with
+    ``cpu_count // workers`` threads, so a configuration computes the same floats whether it was trained in a
+    big grid or alone. Finished runs are skipped; a run that fails re-raises its error here.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from arml.stage2 import train_segmenter
+
+    todo, seen = [], set()
+    for config, run in jobs:
+        if not (Path(run) / "metrics.json").is_file() and str(run) not in seen:
+            seen.add(str(run))
+            todo.append((config, run))
+    if not todo:
+        return
+    if workers <= 1:
+        for config, run in todo:
+            train_segmenter(config, run)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+        futures = [pool.submit(_train_job, config.to_dict(), str(run), threads) for config, run in todo]
+        for future in tqdm(
+            cf.as_completed(futures),
+            total=len(futures),
+            desc=f"stage 2, {workers} workers",
+            disable=not progress,
+        ):
+            future.result()
 
 
 def notebook_setup(

@@ -126,3 +126,6 @@ class Config:
             choices = f.metadata.get("choices")
             if choices is not None:
                 check_choice(f"{type(self).__name__}.{f.name}", getattr(self, f.name), choices)
+
+
+NOISE_KINDS = ("boundary", "swap", "drop", "blur")  # arml.noise: simulated CAM errors on the truth

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from arml.datasets import BACKGROUND, IGNORE_INDEX, MaskedDataset, TrainDataset
+from arml.datasets import BACKGROUND, IGNORE_INDEX, MaskedDataset, TrainDataset, in_memory
 from arml.evaluation import check_device, evaluate_models, score_split
 from arml.losses import RELATION_LOSSES
 from arml.models import SEGMENTERS
@@ -64,6 +64,7 @@ from arml.pseudo_masks import manifest_digest, read_manifest
 from arml.recipes import Networks, build_networks, create_recipe
 from arml.runfolder import RunFolder, data_changes, data_record, read_json_file, require_run, validate_inputs
 from arml.runtime import rng_state, seed_everything, set_poly_lr, set_rng_state, to_jsonable
+from arml.train_probe import load_probe, probe_networks
 
 FINISHED = "metrics.json"
 _RANGES = {  # name: (low, high, low end open)
@@ -76,7 +77,7 @@ _RANGES = {  # name: (low, high, low end open)
     "weight_decay": (0.0, math.inf, False),
     "poly_power": (0.0, math.inf, False),
 }
-_INTS = {"epochs": 1, "batch_size": 1, "seed": 0, "num_workers": 0, "eval_batch_size": 1}
+_INTS = {"epochs": 1, "batch_size": 1, "seed": 0, "num_workers": 0, "eval_batch_size": 1, "probe_images": 0}
 
 
 @dataclass
@@ -121,6 +122,9 @@ class SegConfig(Config):
     num_workers: int = option(0, "DataLoader worker processes")
     progress: bool = option(True, "tqdm progress bars", cli=False)
     eval_batch_size: int = option(32, "batch size for validation and test")
+    probe_images: int = option(
+        512, "training images scored every epoch against the pseudo masks and the truth (0: off)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("data_root", "masks"):
@@ -309,14 +313,15 @@ def train_one_epoch(
     """One pass over ``loader``: augment, map the background to the ignore label, poly lr, :func:`train_step`.
 
     Returns:
-        ``{"loss", "supervised", "relation"}`` (network name → mean per image; relation None without one),
+        ``{"loss", "supervised", "relation", "voter_agreement"}`` (network name → mean per image; relation
+        None without one, agreement None for a single network: :meth:`arml.recipes.Networks.step`),
         ``"lr"`` (the last one), ``"step"`` (the next global step) and ``"train_seconds"``.
     """
     max_steps = len(loader) if max_steps is None else max_steps
     started = time.perf_counter()
     for m in nets.models:
         m.train()
-    totals, seen, lr = np.zeros((len(nets.models), 3)), 0, 0.0
+    totals, seen, lr = np.zeros((len(nets.models), 4)), 0, 0.0
     bar = tqdm(loader, desc=desc, disable=not config.progress)
     for images, masks, _ in bar:
         images, masks = images.to(nets.device, non_blocking=True), masks.to(nets.device, non_blocking=True)
@@ -331,10 +336,12 @@ def train_one_epoch(
     means = totals / max(seen, 1)
     terms = {
         term: dict(zip(nets.recipe.names, means[:, i].tolist(), strict=True))
-        for i, term in enumerate(("loss", "supervised", "relation"))
+        for i, term in enumerate(("loss", "supervised", "relation", "voter_agreement"))
     }
     if config.relation is None:
         terms["relation"] = dict.fromkeys(nets.recipe.names)
+    if not nets.recipe.votes:
+        terms["voter_agreement"] = dict.fromkeys(nets.recipe.names)
     return {**terms, "lr": lr, "step": step, "train_seconds": time.perf_counter() - started}
 
 
@@ -342,7 +349,8 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
     root = Path(config.data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist (--data)")
-    train_set = TrainDataset(root, config.dataset, mask_dir=resolve_mask_dir(config))
+    # decoded once (small datasets): each epoch would otherwise re-read every PNG
+    train_set = in_memory(TrainDataset(root, config.dataset, mask_dir=resolve_mask_dir(config)))
     # L_st needs at least two images per batch: drop a final batch of one (the released code would NaN).
     drop_last = config.relation == "st" and len(train_set) % config.batch_size == 1
     pin = device.type == "cuda"
@@ -361,7 +369,7 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
             "(--relation st): add training images or choose another --relation"
         )
     val = DataLoader(
-        MaskedDataset(root, "val"),
+        in_memory(MaskedDataset(root, "val")),
         batch_size=config.eval_batch_size,
         num_workers=config.num_workers,
         pin_memory=pin,
@@ -382,8 +390,9 @@ def _resume(run: RunFolder, nets: Networks, aug_generator: torch.Generator, load
     return {k: state[k] for k in ("epoch", "step", "history", "best_score", "best_epoch")}
 
 
-def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generators) -> None:
-    """Train one epoch, score F_a on the validation split, keep the best checkpoint, write ``last.pt``."""
+def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generators, probe=None) -> None:
+    """Train one epoch, score F_a on the validation split (and the training probe,
+    :mod:`arml.train_probe`), keep the best checkpoint, write ``last.pt``."""
     (train_loader, val_loader), (aug_generator, loader_generator) = loaders, generators
     started = time.perf_counter()
     result = train_one_epoch(
@@ -403,8 +412,9 @@ def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generator
     progress["history"].append(
         {
             "epoch": epoch,
-            **{term: result[term] for term in ("loss", "supervised", "relation")},
+            **{term: result[term] for term in ("loss", "supervised", "relation", "voter_agreement")},
             "val_miou": val["miou"],
+            "train_probe": None if probe is None else probe_networks(nets.models, probe, nets.device),
             "lr": result["lr"],
             "train_seconds": result["train_seconds"],
             "seconds": time.perf_counter() - started,
@@ -426,8 +436,9 @@ def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generator
     run.write_json("history.json", {"history": progress["history"]})
 
 
-def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict]) -> dict:
-    """Score the best checkpoint's networks and their ensemble on the test split; write ``metrics.json``."""
+def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict], probe=None) -> dict:
+    """Score the best checkpoint's networks and their ensemble on the test split (and the training probe);
+    write ``metrics.json``."""
     best = run.load_best()
     nets.load_state_dict(best)
     metrics = score_split(
@@ -443,6 +454,7 @@ def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict]
         best_epoch=best["epoch"],
         val_miou=best["val_miou"],
         seconds_per_epoch=float(np.mean([h["train_seconds"] for h in history])),
+        train_probe=None if probe is None else probe_networks(nets.models, probe, nets.device),
         split="test",
         dataset=config.dataset,
         data_root=config.data_root,
@@ -489,12 +501,21 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
     loader_generator = torch.Generator().manual_seed(config.seed)
     generators = (torch.Generator().manual_seed(config.seed + 1_000_003), loader_generator)
     loaders = _make_loaders(config, device, loader_generator)
+    probe = load_probe(config.data_root, config.dataset, resolve_mask_dir(config), config.probe_images)
     nets = build_networks(config, device)
     run.start()
     progress = _resume(run, nets, *generators)
     for epoch in range(progress["epoch"] + 1, config.epochs):
-        _run_epoch(run, nets, config, epoch, progress, loaders, generators)
-    return _test(run, nets, config, progress["history"])
+        _run_epoch(run, nets, config, epoch, progress, loaders, generators, probe)
+    return _test(run, nets, config, progress["history"], probe)
+
+
+def load_history(run_dir: str | Path) -> list[dict]:
+    """The per-epoch log of a stage-2 run (``history.json``): losses, ``val_miou``, ``train_probe``, …"""
+    path = Path(run_dir) / "history.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no stage-2 history in {run_dir} (missing history.json)")
+    return read_json_file(path)["history"]
 
 
 def load_config(run_dir: str | Path) -> SegConfig:

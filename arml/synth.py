@@ -36,7 +36,7 @@ from arml.options import SPLITS
 from arml.runtime import atomic_write, clean_temp_files
 from arml.tissue import check_split, generate_patch
 
-GENERATOR_VERSION = "arml.synth/1"
+GENERATOR_VERSION = "arml.synth/2"  # 2: larger, smoother regions (region_scale 1.0, 2 octaves)
 LUAD_TO_BCSS = np.array([0, 3, 2, 1, BACKGROUND], dtype=np.uint8)  # TE→TUM, NEC→NEC, LYM→LYM, TAS→STR
 
 
@@ -56,7 +56,11 @@ class SynthConfig:
             ``stain_shift × (±0.2…0.3)`` per channel, mean H concentration ×(1 + s/2), E ×(1 − s/2).
         imbalance: exponent on the class prior (0 uniform, 1 the LUAD-like prior, >1 more skewed).
         region_scale: feature size of the region noise fields relative to the patch side; smaller values
-            give smaller, more interlocking regions.
+            give smaller, more interlocking regions. 1.0 with 2 octaves (the default) gives 1/2/3 labelled
+            classes per patch in about LUAD-HistoSeg's proportions with regions of several CAM cells
+            (docs/synthetic_data.md, "Scale"); the first version used 0.35 with 3 octaves.
+        region_octaves: octaves of the region noise (each half the feature size of the one before, at 0.55×
+            the amplitude); more octaves give more ragged boundaries.
         background_fraction: probability that a patch contains glass (a tissue edge or a hole of 3–35 %).
         confounders: 0…1, strength of the traps for image-level supervision: stray lymphocytes in tumour and
             stroma (up to ~30 per 128 µm field) and necrosis eosin as pink as stroma.
@@ -76,7 +80,8 @@ class SynthConfig:
     label_noise: float = 0.0
     stain_shift: float = 0.1
     imbalance: float = 1.0
-    region_scale: float = 0.35
+    region_scale: float = 1.0
+    region_octaves: int = 2
     background_fraction: float = 0.25
     confounders: float = 0.5
     label_threshold: float = 0.02
@@ -96,6 +101,11 @@ class SynthConfig:
         need(0 <= self.stain_shift <= 1, "stain_shift", "in [0, 1]")
         need(0 <= self.imbalance <= 5, "imbalance", "in [0, 5] (0 uniform, 1 the prior)")
         need(0.05 <= self.region_scale <= 2, "region_scale", "in [0.05, 2] (fraction of the patch side)")
+        need(
+            isinstance(self.region_octaves, int) and 1 <= self.region_octaves <= 4,
+            "region_octaves",
+            "an int in [1, 4]",
+        )
         need(0 <= self.background_fraction <= 1, "background_fraction", "a probability in [0, 1]")
         need(0 <= self.confounders <= 1, "confounders", "in [0, 1]")
         need(0 <= self.label_threshold < 0.25, "label_threshold", "a fraction in [0, 0.25)")

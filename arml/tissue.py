@@ -185,7 +185,9 @@ def _tumour(rng, size: int, ppu: float, cfg: SynthConfig):
     grain = _smooth(rng, size, 0.6)
     septa = np.abs(_smooth(rng, size, 12 * ppu)) < rng.uniform(0.06, 0.16)  # thin cords between nests
     lumen = (_smooth(rng, size, 4 * ppu) > rng.uniform(1.8, 3.0)) & ~septa
-    y, x = _lattice(rng, size, rng.uniform(9, 11) * ppu, 0.2, 0.92)
+    # 13–16 µm apart: spacing ÷ diameter ≈ 1.2, as measured on a real carcinoma field (benchmarks/synth_scale.py);
+    # the first version packed them at 9–11 µm (0.9: nuclei overlapping)
+    y, x = _lattice(rng, size, rng.uniform(13, 16) * ppu, 0.2, 0.92)
     y, x = y[~_at(septa | lumen, y, x)], x[~_at(septa | lumen, y, x)]
     n = len(y)
     a = rng.uniform(10, 16, n) * ppu / 2
@@ -254,7 +256,7 @@ def _glass(rng, size: int, cfg: SynthConfig) -> np.ndarray:
     """Glass: none, a wavy tissue edge or a hole, 3–35 % of the patch."""
     if rng.random() >= cfg.background_fraction:
         return np.zeros((size, size), bool)
-    field = _region_fields(rng, 1, size, cfg.region_scale)[0]
+    field = _region_fields(rng, 1, size, cfg.region_scale, cfg.region_octaves)[0]
     if rng.random() < 0.5:  # an edge: a ramp across the patch, made wavy by the noise
         phi = rng.uniform(0, 2 * np.pi)
         yy, xx = np.mgrid[0:size, 0:size] / size
@@ -298,7 +300,9 @@ def generate_patch(
     prior = np.asarray(config.class_prior, float) ** config.imbalance
     k = rng.choice(3, p=config.classes_per_patch) + 1
     classes = rng.choice(NUM_CLASSES, size=k, replace=False, p=prior / prior.sum())
-    fields = _region_fields(rng, k, size, config.region_scale) + rng.normal(0, 0.3, (k, 1, 1))
+    fields = _region_fields(rng, k, size, config.region_scale, config.region_octaves) + rng.normal(
+        0, 0.3, (k, 1, 1)
+    )
     owner = classes[np.argmax(fields, axis=0)]
     glass = _glass(rng, size, config)
     h, e = np.zeros((size, size)), np.zeros((size, size))

@@ -365,3 +365,14 @@ def test_validate_split_lists_the_first_problems_with_their_files(tiny_root):
         validate_split(tiny_root / "nowhere", "test", "luad")
     with pytest.raises(ValueError, match="split must be"):
         validate_split(tiny_root, "train_gt", "luad")
+
+
+def test_in_memory_decodes_once_and_keeps_large_datasets_on_disk(quick_synth):
+    from arml.datasets import InMemory, TrainDataset, in_memory
+
+    data = TrainDataset(quick_synth, mask_dir=quick_synth / "train_gt")
+    cached = in_memory(data)
+    assert isinstance(cached, InMemory) and len(cached) == len(data)
+    image, mask, name = cached[3]
+    assert torch.equal(image, data[3][0]) and torch.equal(mask, data[3][1]) and name == data[3][2]
+    assert in_memory(data, max_bytes=10) is data

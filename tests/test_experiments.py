@@ -118,3 +118,53 @@ def test_repo_relative():
 
     assert repo_relative(REPO_ROOT / "results" / "x.json") == "results/x.json"
     assert repo_relative("/elsewhere/x.json") == "/elsewhere/x.json"
+
+
+def test_train_runs_in_two_worker_processes_skips_finished_runs(quick_synth, tmp_path):
+    """Two runs trained in spawned workers finish with metrics; asked again, nothing is retrained."""
+    from arml.experiments import train_runs
+    from arml.stage2 import SegConfig
+
+    configs = [
+        SegConfig(
+            str(quick_synth),
+            "train_gt",
+            encoder="resnet10t",
+            peers=1,
+            omega=None,
+            relation=None,
+            epochs=1,
+            batch_size=8,
+            seed=seed,
+            probe_images=4,
+            progress=False,
+        )
+        for seed in (0, 1)
+    ]
+    jobs = [(c, tmp_path / f"run{c.seed}") for c in configs]
+    train_runs(jobs + jobs[:1], workers=2)  # the duplicate is trained once
+    stamps = [(run / "metrics.json").stat().st_mtime_ns for _, run in jobs]
+    train_runs(jobs, workers=2)
+    assert [(run / "metrics.json").stat().st_mtime_ns for _, run in jobs] == stamps
+
+
+def test_train_runs_reraises_a_worker_error(tmp_path):
+    from arml.experiments import train_runs
+    from arml.stage2 import SegConfig
+
+    config = SegConfig(str(tmp_path / "missing"), "train_gt", peers=1, omega=None, relation=None)
+    with pytest.raises(FileNotFoundError):
+        train_runs([(config, tmp_path / "run")], workers=2)
+
+
+def test_workers_come_from_the_profile_or_the_environment(monkeypatch, quick_synth):
+    from arml.experiments import Experiment
+
+    ex = Experiment("quick", data_root=quick_synth, progress=False)
+    monkeypatch.delenv("ARML_WORKERS", raising=False)
+    assert ex.workers == 1
+    monkeypatch.setenv("ARML_WORKERS", "2")
+    assert ex.workers == 2
+    monkeypatch.setenv("ARML_WORKERS", "zero")
+    with pytest.raises(ValueError, match="ARML_WORKERS"):
+        _ = ex.workers

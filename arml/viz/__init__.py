@@ -15,6 +15,8 @@ The functions only draw; what they show is computed in :mod:`arml.analysis` (sta
 :mod:`~.pseudo`        pseudo masks (notebook 03): :func:`pseudo_mask_panels`, :func:`pseudo_mask_browser`,
                        :func:`confusion_heatmaps`
 :mod:`~.stage2`        SWV and SRM (notebooks 04–05): :func:`swv_panel`, :func:`relation_heatmaps`
+:mod:`~.training`      stage-2 training over epochs (notebook 06): :func:`convergence_figure`,
+                       :func:`vote_figure`
 =====================  =====================================================================================
 """
 
@@ -30,6 +32,7 @@ from arml.viz.stage1 import (
     cam_to_rgb,
 )
 from arml.viz.stage2 import relation_heatmaps, swv_panel
+from arml.viz.training import convergence_figure, vote_figure
 
 __all__ = [
     "activation_histograms",
@@ -38,6 +41,7 @@ __all__ = [
     "cam_grid",
     "cam_to_rgb",
     "confusion_heatmaps",
+    "convergence_figure",
     "curves_plot",
     "dataset_grid",
     "figures_dir",
@@ -57,4 +61,5 @@ __all__ = [
     "sweep_plot",
     "swv_panel",
     "to_uint8_image",
+    "vote_figure",
 ]

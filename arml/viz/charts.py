@@ -34,6 +34,99 @@ def curves_plot(
     return fig
 
 
+# Reference lines: distinct from the blue scores and the red dashed baseline of sweep_plot.
+_REFERENCE_STYLES = (
+    ("tab:green", (0, (4, 2))),
+    ("tab:purple", "-."),
+    ("tab:orange", ":"),
+    ("tab:brown", (0, (8, 2, 2, 2))),
+    ("tab:gray", (0, (1, 1))),
+)
+
+
+def _finite_values(values) -> np.ndarray:
+    """The finite numbers of one group of per-seed scores (None and NaN skipped); a bare number is one."""
+    if values is None:
+        return np.zeros(0)
+    values = [values] if np.isscalar(values) else list(values)
+    arr = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def _jitter(k: int, width: float = 0.12) -> np.ndarray:
+    """``k`` evenly spread horizontal offsets within ``width``, centred on 0 (deterministic jitter)."""
+    return np.linspace(-width / 2, width / 2, k) if k > 1 else np.zeros(k)
+
+
+def _draw_points(ax, x: np.ndarray, groups: list[np.ndarray], shift: float) -> None:
+    """Per-seed values as small translucent dots, ``shift`` to the left of each mean, in one collection."""
+    xs = [xi - shift + _jitter(len(g)) for xi, g in zip(x, groups, strict=True)]
+    if any(len(g) for g in groups):
+        ax.scatter(
+            np.concatenate(xs),
+            np.concatenate(groups),
+            s=16,
+            color="tab:blue",
+            alpha=0.45,
+            linewidths=0,
+            zorder=2,
+            label="per seed",
+        )
+
+
+def _draw_reference_lines(ax, reference_lines: dict[str, float]) -> list[float]:
+    """Labelled horizontal lines (for the legend), each in its own colour and dash; returns their values."""
+    values = []
+    for i, (label, value) in enumerate(reference_lines.items()):
+        if value is None or not np.isfinite(value):
+            raise ValueError(f"reference line {label!r} needs a finite value, got {value!r}")
+        color, dash = _REFERENCE_STYLES[i % len(_REFERENCE_STYLES)]
+        ax.axhline(
+            value, color=color, linestyle=dash, linewidth=1.3, zorder=1, label=f"{label} ({value:.1f})"
+        )
+        values.append(float(value))
+    return values
+
+
+def _mark_single_runs(ax, x: np.ndarray, mean: np.ndarray, single: np.ndarray) -> None:
+    """Say where a value is one run, so that a missing error bar is not read as "no spread".
+
+    Every finite value a single run (a one-seed notebook): one note in the corner, not one per point.
+    """
+    finite = np.isfinite(mean)
+    if finite.sum() > 1 and single[finite].all():
+        ax.text(
+            0.02,
+            0.02,
+            "single runs: no error bars",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.35",
+            style="italic",
+        )
+        return
+    for i in np.flatnonzero(single & finite):
+        ax.annotate(
+            "single run",
+            (x[i], mean[i]),
+            xytext=(0, -8),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="0.35",
+            style="italic",
+        )
+
+
+def _single_runs(std: np.ndarray, groups: list[np.ndarray] | None) -> np.ndarray:
+    """Which values are one run: one per-seed point where points are given, else a std of 0 (or none)."""
+    no_spread = ~(np.isfinite(std) & (std > 0))
+    if groups is None:
+        return no_spread
+    return np.array([len(g) == 1 if len(g) else flat for g, flat in zip(groups, no_spread, strict=True)])
+
+
 def score_plot(
     ours: dict[str, object],
     paper: dict[str, object] | None = None,
@@ -41,27 +134,52 @@ def score_plot(
     title: str | None = None,
     ours_title: str = "ours",
     paper_title: str = "paper",
+    points: dict[str, Sequence[float]] | None = None,
+    reference_lines: dict[str, float] | None = None,
 ) -> Figure:
     """Points with ±std error bars, one per row (``name → (mean, std)``, percent); the paper on its own.
 
     Points rather than bars: the axis zooms on the values (differences of a point or two are what matter),
-    and a bar cut off above zero would exaggerate them. A std of 0 (one seed) draws no error bar.
+    and a bar cut off above zero would exaggerate them.
+
+    Args:
+        ours, paper: ``name → (mean, std)`` or a bare number (percent); the paper gets its own panel.
+        points: optional per-seed values (percent) of rows of ``ours``, drawn as small dots beside the
+            mean: with 2–3 seeds the dots say more than a std computed from them.
+        reference_lines: optional ``label → value`` (percent) drawn as labelled horizontal lines on the
+            "ours" panel, e.g. a floor such as "label only" on the same data (never a paper score: the
+            paper's numbers are on other data and stay in their own panel).
+
+    A row of ``ours`` that is a single run draws no error bar and says "single run" instead (one note
+    for the panel when every row is): one seed has no spread to show, which is not the same as a spread of
+    0. A row is a single run when ``points`` gives exactly one finite value for it or, without points, when
+    its std is 0 or missing. The paper's rows are published summaries and are not labelled.
     """
+    if points is not None and set(points) - set(ours):
+        raise ValueError(f"points for rows not in ours: {sorted(set(points) - set(ours))}")
     sets = [(ours_title, ours)] + ([(paper_title, paper)] if paper is not None else [])
     n = max(len(v) for _, v in sets)
     fig = Figure(figsize=(min(3 + 0.7 * n, 7) * len(sets), 3.8), layout="constrained")
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
-    for ax, (name, rows) in zip(axes, sets, strict=True):
+    for panel, (ax, (name, rows)) in enumerate(zip(axes, sets, strict=True)):
         mean, std = np.array([mean_std(v) for v in rows.values()], dtype=float).reshape(-1, 2).T
         x = np.arange(len(rows))
         spread = np.isfinite(std) & (std > 0)
+        groups = [_finite_values(points.get(k)) for k in rows] if points and panel == 0 else None
+        extra: list[float] = []  # further values the y-axis must show
         ax.plot(x, mean, "o", color="tab:blue", markersize=7, zorder=3)
         if spread.any():
             ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="tab:blue", capsize=5)
+        if groups is not None:
+            _draw_points(ax, x, groups, shift=0.2)
+            extra += [float(v) for g in groups for v in g]
+        if reference_lines and panel == 0:
+            extra += _draw_reference_lines(ax, reference_lines)
         finite = np.isfinite(mean)
-        if finite.any():
+        if finite.any() or extra:
             err = np.where(spread, std, 0.0)
-            low, high = (mean - err)[finite].min(), (mean + err)[finite].max()
+            low = min([*(mean - err)[finite], *extra])
+            high = max([*(mean + err)[finite], *extra])
             pad = max(high - low, 1.0) * 0.25
             ax.set_ylim(low - pad, high + pad)
         for i in np.flatnonzero(finite):  # the value, written beside its point
@@ -73,10 +191,14 @@ def score_plot(
                 va="center",
                 fontsize=8,
             )
+        if panel == 0:
+            _mark_single_runs(ax, x, mean, _single_runs(std, groups))
         ax.set_xlim(-0.5, len(rows) - 0.5)
         ax.set_xticks(x, list(rows), rotation=20, ha="right")
         ax.set(ylabel=ylabel, title=name)
         ax.grid(axis="y", alpha=0.3)
+        if panel == 0 and (groups is not None or reference_lines):
+            ax.legend(fontsize=7, loc="best", framealpha=0.85)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -94,6 +216,8 @@ def sweep_plot(
     title: str | None = None,
     ours_title: str = "ours",
     paper_title: str = "paper",
+    points: Sequence[Sequence[float]] | None = None,
+    reference_lines: dict[str, float] | None = None,
 ) -> Figure:
     """A score against a swept setting, with std error bars; the 'off' setting as a dashed line and band.
 
@@ -106,22 +230,45 @@ def sweep_plot(
         paper, paper_baseline: the paper's values in the same form; drawn in a second panel, since
             scores on other data are not comparable.
         baseline_label: legend text of the baseline.
+        points: optional, per label, the per-seed values (percent; None or empty for none), drawn as small
+            dots beside each mean of "ours".
+        reference_lines: optional ``label → value`` (percent), labelled horizontal lines on "ours" (values
+            on the same data, never the paper's).
+
+    A value of "ours" that is a single run (one per-seed point, or without points a std of 0) draws no
+    error bar and says "single run" (one note for the panel when every value is).
     """
+    if points is not None and len(points) != len(labels):
+        raise ValueError(f"points: {len(points)} groups for {len(labels)} labels")
     sets = [(ours_title, ours, baseline)] + (
         [(paper_title, paper, paper_baseline)] if paper is not None else []
     )
     fig = Figure(figsize=(4.6 * len(sets), 3.4), layout="constrained")
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
     x = np.arange(len(labels))
-    for ax, (name, values, base) in zip(axes, sets, strict=True):
+    for panel, (ax, (name, values, base)) in enumerate(zip(axes, sets, strict=True)):
         if len(values) != len(labels):
             raise ValueError(f"{name}: {len(values)} values for {len(labels)} labels")
-        mean, std = np.array([mean_std(v) for v in values]).T
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, color="tab:blue", label=name)
+        mean, std = np.array([mean_std(v) for v in values], dtype=float).reshape(-1, 2).T
+        spread = np.isfinite(std) & (std > 0)
+        ax.plot(x, mean, marker="o", color="tab:blue", label=name, zorder=3)
+        if spread.any():
+            ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor="tab:blue", capsize=4)
         if base is not None:
             b, s = mean_std(base)
             ax.axhline(b, color="tab:red", linestyle="--", label=baseline_label)
             ax.axhspan(b - s, b + s, color="tab:red", alpha=0.12, linewidth=0)
+        groups = None
+        if panel == 0:
+            if points is not None:
+                groups = [_finite_values(p) for p in points]
+                _draw_points(ax, x, groups, shift=0.15)
+            if reference_lines:
+                refs = _draw_reference_lines(ax, reference_lines)
+                low, high = ax.get_ylim()  # autoscaled; keep the lines clear of the frame
+                pad = 0.06 * (max(high, *refs) - min(low, *refs))
+                ax.set_ylim(min(low, min(refs) - pad), max(high, max(refs) + pad))
+            _mark_single_runs(ax, x, mean, _single_runs(std, groups))
         ax.set_xticks(x, labels)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
         ax.grid(alpha=0.3)
