@@ -1,5 +1,5 @@
 # arml: two commands do everything on a fresh machine.
-#   make reproduce   the main job: synthetic dataset + notebooks 01-06, headless, profile "cpu"
+#   make reproduce   the main job: synthetic dataset + notebooks 01-07, headless, profile "cpu"
 #   make test        the whole test suite (what .ci/run calls)
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -15,7 +15,7 @@ STAMP   := $(VENV)/.arml-installed
 .PHONY: install test reproduce lab regress lint format bench clean-data help
 
 help:
-	@echo "make reproduce   run notebooks 01-06 headless (PROFILE=$(PROFILE), DATA=<root> for real data)"
+	@echo "make reproduce   run notebooks 01-07 headless (PROFILE=$(PROFILE), DATA=<root> for real data)"
 	@echo "make test        install if needed, then run the whole test suite"
 	@echo "make lab         JupyterLab on notebooks/"
 	@echo "make regress     re-run the notebooks: deterministic cells exactly, stage-2 scores within seed bands"

@@ -225,6 +225,10 @@ def _train_job(config: dict, run: str, threads: int) -> str:
 def train_runs(jobs, workers: int = 1, progress: bool = False) -> None:
     """Train the unfinished ones of ``jobs`` (``(SegConfig, run folder)`` pairs), ``workers`` at a time.
 
+    Worker processes are *spawned* (a fresh interpreter each: safe with PyTorch's threads), so a script that
+    calls this (directly or through :meth:`Experiment.segmenter_grid`) needs the usual
+    ``if __name__ == "__main__":`` guard; notebooks need nothing.
+
     With ``workers`` > 1 every run, even a lone one, is trained in a worker process with
     ``cpu_count // workers`` threads, so a configuration computes the same floats whether it was trained in a
     big grid or alone. Finished runs are skipped; a run that fails re-raises its error here.

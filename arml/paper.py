@@ -390,6 +390,15 @@ REFERENCE_ROWS: dict[str, tuple[str, dict, int]] = {
     "ars_2x": ("ars", _CE, 2),
 }
 REFERENCE_LABELS = {"fully_supervised": "fully supervised", "ars_2x": "+ARS, 2× epochs"}
+#: The methods of the noise laboratory (notebook 07): each stage-2 loss alone and together, and the released
+#: recipe, all on the same corrupted masks.
+NOISE_METHODS: dict[str, dict] = {
+    "CE": _CE,
+    "SWV": {"omega": 2.0, "relation": None, "lam": 0.2},
+    "SRM": {"omega": None, "relation": "st", "lam": 0.2},
+    "SWV+SRM": {"omega": 2.0, "relation": "st", "lam": 0.2},
+    "official": {"omega": 2.0, "relation": "st", "lam": 0.2, "recipe": "official"},
+}
 #: The full method under the released code's recipe (one network run three times per batch).
 OFFICIAL_RECIPE = {"omega": 2.0, "relation": "st", "lam": 0.2, "recipe": "official"}
 

@@ -32,6 +32,11 @@ class Profile:
     # Stage-2 runs trained at once in worker processes (each with cpu_count // workers threads). On 2 CPU
     # cores two one-thread runs do ~1.35× the work of one two-thread run. 1 = in the notebook's process.
     workers: int = 1
+    # The noise laboratory (notebook 07): corruption kinds (arml.noise) × rates of wrong tissue pixels, each
+    # trained with every method of arml.paper.NOISE_METHODS over noise_seeds.
+    noise_kinds: tuple[str, ...] = ("boundary", "swap", "drop", "blur")
+    noise_rates: tuple[float, ...] = (0.05, 0.1, 0.2)
+    noise_seeds: tuple[int, ...] = (0, 1, 2)
 
     def cls_config(self, data_root, **overrides):
         from arml.stage1 import ClsConfig
@@ -58,6 +63,9 @@ PROFILES: dict[str, Profile] = {
         cls={"backbone": "resnet10t", "feature_level": 3, "epochs": 3, "batch_size": 16, "lr": 0.05},
         seg={"encoder": "resnet10t", "epochs": 2, "batch_size": 8},
         cam_limit=48,
+        noise_kinds=("boundary", "swap"),
+        noise_rates=(0.1, 0.2),
+        noise_seeds=(0,),
     ),
     "cpu": Profile(
         name="cpu",
@@ -70,6 +78,10 @@ PROFILES: dict[str, Profile] = {
         seg={"encoder": "resnet10t", "epochs": 8, "batch_size": 16, "lr": 0.01},
         cam_limit=96,
         workers=2,
+        # one seed: 2 kinds × 3 rates × 5 methods × 3 seeds would add ~45 min on 2 cores (07 takes
+        # NOISE_SEEDS as a parameter: papermill -p NOISE_SEEDS "[0, 1, 2]")
+        noise_kinds=("boundary", "swap"),
+        noise_seeds=(0,),
     ),
     "paper": Profile(
         name="paper",

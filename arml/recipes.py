@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from arml.datasets import IGNORE_INDEX, NUM_CLASSES
-from arml.evaluation import autocast
+from arml.evaluation import autocast, training_amp
 from arml.losses import loss_terms
 from arml.models import create_segmenter
 from arml.options import PEER_NAMES
@@ -189,7 +189,7 @@ class Networks:
         values = []
         for k, triple in enumerate(self.recipe.triples(self.models, images, self.use_amp)):
             terms = loss_terms(*triple, target, **loss_options)
-            if not self.use_amp and not torch.isfinite(terms.total):
+            if not self.scaler.is_enabled() and not torch.isfinite(terms.total):
                 raise FloatingPointError(
                     f"non-finite loss {terms.total.item()} for {PEER_NAMES[k]}; lower SegConfig.lr"
                 )
@@ -256,7 +256,7 @@ def build_networks(config: SegConfig, device: torch.device) -> Networks:
     The networks are kept in ``channels_last`` memory format: convolutions run 1.2–1.5× faster that way
     on the CPU (``benchmarks/stage2_speed.py``) and on tensor-core GPUs; the numbers they compute are the
     same up to float rounding."""
-    use_amp = config.amp and device.type == "cuda"
+    use_amp = training_amp(device, config.amp)
     models = [m.to(device, memory_format=torch.channels_last) for m in build_models(config)]
     optimizers = [
         torch.optim.SGD(
@@ -264,5 +264,5 @@ def build_networks(config: SegConfig, device: torch.device) -> Networks:
         )
         for m in models
     ]
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")  # bf16 needs none
     return Networks(create_recipe(config), models, optimizers, scaler, device, use_amp)

@@ -26,6 +26,7 @@ NOTEBOOKS = (
     "04_swv_omega_sweep",
     "05_srm_loss_comparison",
     "06_final_benchmark",
+    "07_noise_lab",
 )
 # Per-cell execution timeout in seconds (papermill's unit of timeout).
 CELL_TIMEOUT = {"quick": 600, "cpu": 3600, "paper": None}
@@ -41,7 +42,7 @@ class NotebookRun:
 
 
 def select(only: str | None) -> list[str]:
-    """Notebook stems for ``--only 01,04`` (prefixes or full stems); all six when ``only`` is empty."""
+    """Notebook stems for ``--only 01,04`` (prefixes or full stems); all seven when ``only`` is empty."""
     if not only:
         return list(NOTEBOOKS)
     wanted = [w.strip() for w in only.split(",") if w.strip()]

@@ -118,7 +118,9 @@ class SegConfig(Config):
     blur: bool = option(True, "Gaussian blur of the image, p = 0.5, sigma ~ U(0, 1)")
     seed: int = option(0, "seeds everything; peer k is initialised under seed + k")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = option(True, "mixed precision (float16 autocast + GradScaler), CUDA only")
+    amp: bool = option(
+        True, "mixed precision training: float16 + GradScaler on CUDA, bfloat16 on CPUs with native support"
+    )
     num_workers: int = option(0, "DataLoader worker processes")
     progress: bool = option(True, "tqdm progress bars", cli=False)
     eval_batch_size: int = option(32, "batch size for validation and test")

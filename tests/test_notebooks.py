@@ -1,4 +1,4 @@
-"""Execute all six notebooks on the quick profile with papermill and check what they write.
+"""Execute all seven notebooks on the quick profile with papermill and check what they write.
 
 The run uses private data/runs folders (``ARML_DATA``, ``ARML_RUNS``), so nothing cached by an older
 version of the code is reused. Results are compared with ``tests/regression/quick.json`` within the
@@ -25,6 +25,7 @@ KEYS = {
     "04_swv_omega_sweep": "omega",
     "05_srm_loss_comparison": "relation",
     "06_final_benchmark": "ablation",
+    "07_noise_lab": "noise",
 }
 EXPECTED_ENTRIES = {
     "omega": {"N/A", "1", "2", "3", "5", "inf"},
@@ -60,6 +61,9 @@ def _mious(results: dict) -> dict[str, float]:
                     found["/".join(path) or "miou"] = float(value)
                 else:
                     walk(value, [*path, str(key)])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, [*path, str(i)])
 
     walk(results, [])
     return found

@@ -16,7 +16,7 @@ The functions only draw; what they show is computed in :mod:`arml.analysis` (sta
                        :func:`confusion_heatmaps`
 :mod:`~.stage2`        SWV and SRM (notebooks 04–05): :func:`swv_panel`, :func:`relation_heatmaps`
 :mod:`~.training`      stage-2 training over epochs (notebook 06): :func:`convergence_figure`,
-                       :func:`vote_figure`
+                       :func:`vote_figure`, :func:`noise_plot` (notebook 07)
 =====================  =====================================================================================
 """
 
@@ -32,7 +32,7 @@ from arml.viz.stage1 import (
     cam_to_rgb,
 )
 from arml.viz.stage2 import relation_heatmaps, swv_panel
-from arml.viz.training import convergence_figure, vote_figure
+from arml.viz.training import convergence_figure, noise_plot, vote_figure
 
 __all__ = [
     "activation_histograms",
@@ -47,6 +47,7 @@ __all__ = [
     "figures_dir",
     "legend_handles",
     "mask_to_rgb",
+    "noise_plot",
     "overlay",
     "patch_grid",
     "per_class_bars",

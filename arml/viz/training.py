@@ -122,3 +122,78 @@ def vote_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def noise_plot(
+    records: Sequence[dict],
+    natural: Sequence[dict] = (),
+    reference_lines: dict[str, float] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Test mIoU against the rate of wrong training pixels, one panel per corruption kind (notebook 07).
+
+    Args:
+        records: ``{"type", "rate", "method", "seed", "miou"}`` per run (rate and mIoU as fractions).
+        natural: the same for the real CAM pseudo masks (drawn as open markers at their measured rate in every
+            panel, so each kind can be compared with the errors CAMs really make).
+        reference_lines: name → mIoU (fractions), horizontal lines (e.g. the fully supervised bound).
+    """
+    from matplotlib import colormaps
+
+    kinds = list(dict.fromkeys(r["type"] for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in [*records, *natural]))
+    colors = dict(zip(methods, colormaps["tab10"].colors, strict=False))
+    fig = Figure(figsize=(3.6 * max(len(kinds), 1) + 1.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, max(len(kinds), 1), squeeze=False, sharey=True)[0]
+    for ax, kind in zip(axes, kinds or [None], strict=True):
+        for k, method in enumerate(methods):
+            rows = [r for r in records if r["type"] == kind and r["method"] == method]
+            rates = sorted({r["rate"] for r in rows})
+            shift = (k - (len(methods) - 1) / 2) * 0.12  # percent points, so dots of methods do not overlap
+            means = [np.mean([r["miou"] for r in rows if r["rate"] == x]) for x in rates]
+            ax.plot(
+                [100 * x for x in rates], [100 * m for m in means], "-o", color=colors[method], label=method
+            )
+            ax.scatter(
+                [100 * r["rate"] + shift for r in rows],
+                [100 * r["miou"] for r in rows],
+                s=10,
+                color=colors[method],
+                alpha=0.45,
+                linewidths=0,
+            )
+            own = [r for r in natural if r["method"] == method]
+            if own:
+                ax.scatter(
+                    [100 * r["rate"] + shift for r in own],
+                    [100 * r["miou"] for r in own],
+                    s=28,
+                    facecolors="none",
+                    edgecolors=colors[method],
+                    linewidths=1.2,
+                )
+        for (name, value), style in zip((reference_lines or {}).items(), _STYLES[1:], strict=False):
+            if value is not None and np.isfinite(value):
+                ax.axhline(
+                    100 * value,
+                    color="black",
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"{name} ({100 * value:.1f})",
+                )
+        ax.set(xlabel="wrong training pixels (%)", title=f"corruption: {kind}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test mIoU of F_a (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if natural:
+        from matplotlib.lines import Line2D
+
+        handles.append(
+            Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="gray")
+        )
+        labels.append("CAM pseudo masks (open)")
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
