@@ -271,6 +271,8 @@ def format_comparison(
         mean, std = row[key] if std_key is None else (row[key], row.get(std_key) or 0.0)
         if mean is None or mean != mean:  # a missing or NaN score (e.g. a class absent from the split)
             return f"{'–':>{cell}}"
+        if std_key is not None and row.get("n_seeds") == 1:  # one run has no spread: never print "± 0.00"
+            return f"{f'{scale * mean:.2f}':>{cell}}"
         return f"{format_score((scale * mean, scale * std)):>{cell}}"
 
     group = cell * len(metrics) + len(metrics) - 1
@@ -285,6 +287,8 @@ def format_comparison(
         mine = " ".join(fmt(ours.get(k), o, 100, f"{o}_std") for o, _, _ in metrics)
         theirs = " ".join(fmt(paper.get(k), p, 1, None) for _, p, _ in metrics)
         lines.append(f"{k!s:<{width}} | {mine} | {theirs}")
+    if any((ours.get(k) or {}).get("n_seeds") == 1 for k in ours):
+        lines.append("(our numbers without ± are single runs: one seed has no spread)")
     return "\n".join(lines)
 
 
@@ -318,9 +322,12 @@ def format_summaries(
             stds = row.get("iou_std") or [0.0] * len(row["iou"])
             cells += [(m, s) for m, s in zip(row["iou"], stds, strict=True)]
         cells += [(row.get(k), row.get(f"{k}_std")) for k, _ in metrics]
+        single = row.get("n_seeds") == 1  # one run has no spread: never print "± 0.00"
         text = [
             f"{'–':>{cell}}"
             if m is None or m != m
+            else f"{f'{100 * m:.2f}':>{cell}}"
+            if single
             else f"{format_score((100 * m, 100 * (s or 0.0))):>{cell}}"
             for m, s in cells
         ]
@@ -329,6 +336,8 @@ def format_summaries(
             p = row.get(p_key)
             line += f" {'–' if p is None or p != p else f'{p:.3g}':>8}"
         lines.append(line)
+    if any(row.get("n_seeds") == 1 for row in rows.values()):
+        lines.append("(rows without ± are single runs: one seed has no spread)")
     return "\n".join(lines)
 
 

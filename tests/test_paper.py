@@ -211,3 +211,16 @@ def test_format_summaries_and_table1():
     assert "70.56 ± 0.19†" in table[-2] and table[-1].startswith("ours (synthetic)")
     with pytest.raises(ValueError, match="dataset must be one of"):
         format_table1("kather")
+
+
+def test_single_runs_print_without_a_spread():
+    from arml.paper import format_comparison, format_summaries
+
+    one = {"miou": 0.4321, "miou_std": 0.0, "n_seeds": 1, "mdice": 0.5, "mdice_std": 0.0}
+    three = {"miou": 0.5, "miou_std": 0.01, "n_seeds": 3, "mdice": 0.6, "mdice_std": 0.02}
+    table = format_summaries({"one": one, "three": three}, metrics=(("miou", "mIoU"),))
+    assert "43.21" in table and "43.21 ±" not in table and "± 0.00" not in table
+    assert "50.00 ± 1.00" in table and "single runs" in table
+    comparison = format_comparison({"one": one}, {"one": {"miou": (67.0, 0.3)}}, metrics=(("miou", "miou", "mIoU"),))
+    assert "43.21" in comparison and "± 0.00" not in comparison and "67.00 ± 0.30" in comparison
+    assert "single runs" not in format_summaries({"three": three}, metrics=(("miou", "mIoU"),))
