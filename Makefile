@@ -12,7 +12,7 @@ OUT     ?= .
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.arml-installed
 
-.PHONY: install test reproduce lab regress lint format bench clean-data help
+.PHONY: install test reproduce lab regress lint format bench gpu-check clean-data help
 
 help:
 	@echo "make reproduce   run notebooks 01-07 headless (PROFILE=$(PROFILE), DATA=<root> for real data)"
@@ -21,6 +21,7 @@ help:
 	@echo "make regress     re-run the notebooks: deterministic cells exactly, stage-2 scores within seed bands"
 	@echo "make lint        ruff over the package, tests and notebooks"
 	@echo "make bench       print timing benchmarks (not tests)"
+	@echo "make gpu-check   time the paper profile's stages on a GPU (AMP, memory, projected cost) -> build/gpu_check.json"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cam_speed.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/profile_timing.py --profile $(PROFILE)
 	$(BIN)/python benchmarks/stage2_speed.py
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out build/gpu_check.json
 
 clean-data:
 	rm -rf data/synthetic runs

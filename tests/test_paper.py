@@ -221,6 +221,8 @@ def test_single_runs_print_without_a_spread():
     table = format_summaries({"one": one, "three": three}, metrics=(("miou", "mIoU"),))
     assert "43.21" in table and "43.21 ±" not in table and "± 0.00" not in table
     assert "50.00 ± 1.00" in table and "single runs" in table
-    comparison = format_comparison({"one": one}, {"one": {"miou": (67.0, 0.3)}}, metrics=(("miou", "miou", "mIoU"),))
+    comparison = format_comparison(
+        {"one": one}, {"one": {"miou": (67.0, 0.3)}}, metrics=(("miou", "miou", "mIoU"),)
+    )
     assert "43.21" in comparison and "± 0.00" not in comparison and "67.00 ± 0.30" in comparison
     assert "single runs" not in format_summaries({"three": three}, metrics=(("miou", "mIoU"),))

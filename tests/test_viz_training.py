@@ -34,3 +34,28 @@ def test_vote_figure_has_base_rate_and_agreement_panels():
     assert len(right.lines) == 4  # one seed line + mean per row
     no_truth = vote_figure({}, None, {})
     assert not no_truth.axes[0].lines
+
+
+def test_noise_plot_one_panel_per_kind_with_seed_dots_and_natural_markers():
+    from arml.viz import noise_plot
+
+    records = [
+        {"type": kind, "rate": rate, "method": method, "seed": seed, "miou": 0.5 - rate + 0.01 * seed}
+        for kind in ("boundary", "swap")
+        for rate in (0.1, 0.2)
+        for method in ("CE", "SWV+SRM")
+        for seed in (0, 1)
+    ]
+    natural = [{"type": "cam", "rate": 0.17, "method": "CE", "seed": 0, "miou": 0.4}]
+    fig = noise_plot(records, natural, reference_lines={"fully supervised": 0.8})
+    boundary, swap = fig.axes[:2]
+    assert [boundary.get_title(), swap.get_title()] == ["corruption: boundary", "corruption: swap"]
+    # per method: one mean line; plus the reference line
+    assert len(boundary.lines) == 2 + 1
+    np.testing.assert_allclose(
+        boundary.lines[0].get_ydata(), [100 * (0.5 - 0.1 + 0.005), 100 * (0.5 - 0.2 + 0.005)]
+    )
+    # seed dots for both methods, and the open marker of the CAM masks for CE
+    assert len(boundary.collections) == 2 + 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "CAM pseudo masks (open)" in labels and "SWV+SRM" in labels
