@@ -12,7 +12,7 @@ OUT     ?= .
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 STAMP   := $(VENV)/.arml-installed
 
-.PHONY: install test reproduce lab regress lint format bench gpu-check clean-data help
+.PHONY: install test reproduce lab regress lint format bench gpu-check smoke-paper student site browser-check clean-data help
 
 help:
 	@echo "make reproduce   run notebooks 01-07 headless (PROFILE=$(PROFILE), DATA=<root> for real data)"
@@ -22,6 +22,10 @@ help:
 	@echo "make lint        ruff over the package, tests and notebooks"
 	@echo "make bench       print timing benchmarks (not tests)"
 	@echo "make gpu-check   time the paper profile's stages on a GPU (AMP, memory, projected cost) -> build/gpu_check.json"
+	@echo "make site        the executed notebooks, README and docs as a static HTML site -> build/site/index.html"
+	@echo "make browser-check  the site and the notebooks in headless Chromium + JupyterLab -> build/browser/*.png"
+	@echo "make smoke-paper notebooks 01-07 on the paper-smoke profile (paper networks, 8 synthetic images; CPU) -> build/smoke-paper"
+	@echo "make student     student copies of the notebooks, solution cells stubbed -> build/student/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +72,22 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py --out build/gpu_check.json
+
+site: $(STAMP)
+	$(BIN)/python -m arml.site --out build/site
+
+browser-check: site
+	$(BIN)/python benchmarks/browser_check.py --site build/site --out build/browser
+
+smoke-paper: $(STAMP)
+	# The paper profile's code path (ResNet-38d + ARS at 224 px, ResNeSt-101e PSPNet peers, the paper's recipe) through
+	# all seven notebooks on 8 synthetic images: a check that it runs, not results. Data, runs, results and
+	# figures go to build/smoke-paper; a rerun reuses its cached stages (rm -rf build/smoke-paper to start over).
+	ARML_DATA=$(CURDIR)/build/smoke-paper/data ARML_RUNS=$(CURDIR)/build/smoke-paper/runs \
+		$(BIN)/arml reproduce --profile paper-smoke --out $(CURDIR)/build/smoke-paper
+
+student: $(STAMP)
+	$(BIN)/python -m arml.student --out build/student
 
 clean-data:
 	rm -rf data/synthetic runs

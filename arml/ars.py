@@ -192,9 +192,11 @@ class Reactivation(nn.Module):
             self.spatial_conv = nn.Conv2d(1, 1, 7, padding=3, bias=False)
 
     def _exp_gate(self, x: torch.Tensor) -> torch.Tensor:
+        # clamped exponent: features of a few hundred would overflow exp to inf and turn the gate into NaN
+        # (0·inf); below e^80 nothing changes
         if self.variant == "code":
-            return self.lam * torch.exp(-self.lam * x)
-        return torch.exp(-x)
+            return self.lam * torch.exp((-self.lam * x).clamp(max=80.0))
+        return torch.exp((-x).clamp(max=80.0))
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         """Channel gate ``λ e^{−λ a}`` of shape ``B×C×1×1`` (``variant="code"`` only)."""

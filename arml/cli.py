@@ -115,15 +115,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _main_process_print():
+    """``print`` in a single process and on torchrun's rank 0; a no-op on the other ranks (one report, not N)."""
+    from arml.distributed import detect
+
+    return print if detect().is_main else (lambda *args, **kwargs: None)
+
+
 def _cmd_train_cls(args: argparse.Namespace) -> int:
     from arml.profiles import get_profile
     from arml.stage1 import ClsConfig, train_classifier
 
     overrides = {**config_overrides(args, ClsConfig), "progress": not args.quiet}
     config = get_profile(args.profile).cls_config(args.data, **overrides)
-    print(f"data: {config.data_root} ({config.dataset})", flush=True)
+    say = _main_process_print()
+    say(f"data: {config.data_root} ({config.dataset})", flush=True)
     train_classifier(config, args.out, resume=not args.restart)
-    print(f"stage-1 classifier ({config.backbone}, ARS {config.ars}, {config.recipe} recipe) in {args.out}")
+    say(f"stage-1 classifier ({config.backbone}, ARS {config.ars}, {config.recipe} recipe) in {args.out}")
     return 0
 
 
@@ -163,9 +171,10 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
 
     overrides = {**config_overrides(args, SegConfig), "progress": not args.quiet}
     config = get_profile(args.profile).seg_config(args.data, **overrides)
-    print(f"data: {config.data_root} ({config.dataset}); training masks: {config.masks}", flush=True)
+    say = _main_process_print()
+    say(f"data: {config.data_root} ({config.dataset}); training masks: {config.masks}", flush=True)
     metrics = train_segmenter(config, args.out, resume=not args.restart)
-    print(format_metrics(metrics, CLASS_NAMES[config.dataset]))
+    say(format_metrics(metrics, CLASS_NAMES[config.dataset]))
     return 0
 
 
@@ -230,6 +239,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print("class shares (the background label 4 is never predicted):")
     for (name, share), long_name in zip(result["shares"].items(), long_names, strict=True):
         print(f"  {name:<4} {100 * share:6.2f}%  {long_name}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from arml.plan import build_plan, plan_json, plan_lines
+
+    plan = build_plan(args.profile, args.only, args.data, args.dataset)
+    print(plan_json(plan) if args.format == "json" else "\n".join(plan_lines(plan)))
+    return 0
+
+
+def _cmd_run_plan(args: argparse.Namespace) -> int:
+    from arml.plan import StepFailed, build_plan, run_plan
+
+    plan = build_plan(args.profile, args.only, args.data, args.dataset)
+    try:
+        totals = run_plan(plan, args.workers, progress=not args.quiet)
+    except StepFailed as err:
+        print(f"arml run-plan: {err}", file=sys.stderr)
+        return 1
+    print(f"plan done: {totals['ran']} steps run, {totals['cached']} cached; the notebooks read the cache")
+    return 0
+
+
+def _cmd_run_step(args: argparse.Namespace) -> int:
+    from arml.plan import open_experiment, parse_step, run_step
+
+    step = parse_step(args.step)
+    ex = open_experiment(args.profile, args.data, args.dataset, progress=not args.quiet)
+    print(f"{step.id}: {run_step(ex, step)}")
     return 0
 
 
@@ -352,6 +391,36 @@ def _predict_command(sub) -> None:
     pr.set_defaults(func=_cmd_predict)
 
 
+def _plan_commands(sub) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--profile", choices=PROFILE_NAMES, default=None, help="sizes (default: $ARML_PROFILE, else cpu)"
+        )
+        p.add_argument("--data", type=Path, default=None, help="dataset root (default: built-in synthetic)")
+        p.add_argument("--dataset", choices=DATASETS, default="luad")
+
+    plan = sub.add_parser(
+        "plan", help="print every stage run the notebooks need, one `arml run-step` line each, by phase"
+    )
+    common(plan)
+    plan.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 04,06")
+    plan.add_argument("--format", choices=("lines", "json"), default="lines")
+    plan.set_defaults(func=_cmd_plan)
+
+    run = sub.add_parser("run-plan", help="execute the plan with N worker processes, skipping cached runs")
+    common(run)
+    run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 04,06")
+    run.add_argument("--workers", type=int, default=1, help="parallel runs (each cpu_count // N threads)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run_plan)
+
+    step = sub.add_parser("run-step", help="run one step of a plan (its inputs resolved from the cache)")
+    common(step)
+    step.add_argument("step", help="a step name from `arml plan`, e.g. stage1:ars=both:seed=0")
+    step.add_argument("--quiet", action="store_true", help="no progress bars")
+    step.set_defaults(func=_cmd_run_step)
+
+
 def build_parser(config_options: bool = True) -> argparse.ArgumentParser:
     """The whole ``arml`` parser; ``config_options=False`` skips the generated stage options (fast)."""
     parser = argparse.ArgumentParser(
@@ -362,6 +431,7 @@ def build_parser(config_options: bool = True) -> argparse.ArgumentParser:
     _data_commands(sub)
     _stage_commands(sub, config_options)
     _predict_command(sub)
+    _plan_commands(sub)
     rep = sub.add_parser(
         "reproduce", help="run the numbered notebooks headless with papermill (the main job)"
     )

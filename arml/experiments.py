@@ -130,20 +130,28 @@ class Experiment:
         train_classifier(config, run)
         return run
 
-    def pseudo_masks(self, run: str | Path, **overrides) -> dict:
-        """Make (or reuse) pseudo masks from a stage-1 run; returns the result of
-        :func:`~arml.pseudo_masks.generate_pseudo_masks` plus ``name``. Overrides go to ``PseudoMaskConfig``."""
+    def pseudo_mask_name(self, run: str | Path, **overrides) -> str:
+        """The ``train_PM/`` folder name of the pseudo masks that :meth:`pseudo_masks` makes from a finished
+        stage-1 run with these ``PseudoMaskConfig`` overrides (``pm-<method>-<hash>``).
+
+        The hash covers the run's name, its classifier weights (retraining a run folder, e.g. after a code
+        change, must not reuse pseudo masks made by the old weights) and the pseudo-mask config."""
         from dataclasses import asdict
 
-        from arml.pseudo_masks import generate_pseudo_masks
         from arml.stage1 import classifier_digest
 
         config = self.profile.pseudo_config(**overrides)
-        # Key by the classifier's weights too: retraining a run folder (e.g. after a code change) must not
-        # reuse pseudo masks made by the old weights.
-        weights = classifier_digest(run)
-        key = config_hash({"run": Path(run).name, "weights": weights, **asdict(config)})
-        name = f"pm-{config.method}-{key}"
+        key = config_hash({"run": Path(run).name, "weights": classifier_digest(run), **asdict(config)})
+        return f"pm-{config.method}-{key}"
+
+    def pseudo_masks(self, run: str | Path, **overrides) -> dict:
+        """Make (or reuse) pseudo masks from a stage-1 run; returns the result of
+        :func:`~arml.pseudo_masks.generate_pseudo_masks` plus ``name`` (:meth:`pseudo_mask_name`).
+        Overrides go to ``PseudoMaskConfig``."""
+        from arml.pseudo_masks import generate_pseudo_masks
+
+        name = self.pseudo_mask_name(run, **overrides)
+        config = self.profile.pseudo_config(**overrides)
         result = generate_pseudo_masks(run, name, self.data_root, config, progress=self.progress)
         return {"name": name, **result}
 

@@ -201,6 +201,11 @@ def blur(mask: np.ndarray, classes, strength: float, rng: np.random.Generator) -
 CORRUPTIONS = {"boundary": boundary, "swap": swap, "drop": drop, "blur": blur}
 
 
+def noise_folder_name(kind: str, rate: float, seed: int) -> str:
+    """The default ``train_PM/`` folder name of :func:`corrupt_dataset` (``noise-<kind>-<rate>-s<seed>``)."""
+    return f"noise-{kind}-{rate:.2f}-s{seed}"
+
+
 def _check_request(kind, rate, seed, name) -> str:
     """The folder name, once kind, rate, seed and name are known to be valid."""
     check_choice("kind", kind, NOISE_KINDS)
@@ -210,7 +215,7 @@ def _check_request(kind, rate, seed, name) -> str:
         )
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    name = f"noise-{kind}-{rate:.2f}-s{seed}" if name is None else name
+    name = noise_folder_name(kind, rate, seed) if name is None else name
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         raise ValueError(f"name must be a plain folder name (made under train_PM/), got {name!r}")
     return name

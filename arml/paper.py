@@ -34,6 +34,11 @@ Beside the tables, the experiment grids that re-run them (stage-2 overrides of
 Helpers put our numbers beside the paper's: :func:`summarize_seeds` reduces per-seed stage-2 metrics to the
 paper's mean ± std (as fractions, like every ``results/*.json``), :func:`format_comparison` prints both.
 
+**Units.** The constants ``TABLE1``–``TABLE4`` keep the paper's print: ``(mean, std)`` tuples in percent. A
+results file holds one convention for every entry, ours and the paper's: a fraction under ``miou`` and its std
+under ``miou_std`` (likewise ``mdice``, ``acc`` and the per-class ``iou`` lists). :func:`as_results` converts a
+table to it before it is saved (``paper_table3=as_results(TABLE3)``).
+
 >>> TABLE2["full"]["miou"]
 (70.56, 0.19)
 >>> round(dice_from_iou(TABLE1["bcss"][-1]["iou"]), 2)
@@ -201,6 +206,38 @@ def table1_row(dataset: str, method: str, backbone: str | None = None) -> dict:
         choices = sorted({f"{r['method']} ({r['backbone']})" for r in TABLE1[dataset]})
         raise ValueError(f"{len(rows)} rows match {method!r}/{backbone!r} on {dataset}; rows: {choices}")
     return rows[0]
+
+
+#: Where a paper column goes in a results entry: the keys of :func:`summarize_seeds` (the paper's "Dice" is the
+#: mean Dice over classes, our ``mdice``; a plain ``dice`` there is the per-class list).
+RESULT_KEYS = {"miou": "miou", "dice": "mdice", "acc": "acc", "iou": "iou"}
+
+
+def as_results(table: dict[str, dict]) -> dict[str, dict]:
+    """A paper table (:data:`TABLE2`, :data:`TABLE3`, :data:`TABLE4`) in the units of every results entry.
+
+    Each ``(mean, std)`` in percent becomes a fraction under the :data:`RESULT_KEYS` name and its std under
+    ``<name>_std``, as :func:`summarize_seeds` writes ours; per-class IoUs become the lists ``iou`` and
+    ``iou_std``; other fields (Table 2's ``ars``/``swv``/``srm`` flags) are kept. Values are rounded to 6
+    decimals, so ``67.97`` stays ``0.6797``.
+
+    >>> as_results(TABLE3)["N/A"]
+    {'miou': 0.6797, 'miou_std': 0.0028, 'mdice': 0.8067, 'mdice_std': 0.0022}
+    """
+    out = {}
+    for key, row in table.items():
+        entry = {}
+        for column, value in row.items():
+            if column not in RESULT_KEYS:
+                entry[column] = value
+            elif column == "iou":
+                entry["iou"] = [round(m / 100, 6) for m, _ in value]
+                entry["iou_std"] = [round(s / 100, 6) for _, s in value]
+            else:
+                name = RESULT_KEYS[column]
+                entry[name], entry[f"{name}_std"] = round(value[0] / 100, 6), round(value[1] / 100, 6)
+        out[key] = entry
+    return out
 
 
 def format_score(score: Score) -> str:
@@ -433,3 +470,13 @@ RELATION_SWEEP: dict[str, dict] = {
 }
 #: Table 2's "+ARS+SWV": SWV without a relation term.
 SWV_ONLY = {"omega": 2.0, "relation": None, "lam": 0.2}
+
+#: Table 1 of notebook 02 (the ARS ablation of stage 1): variant → ``ClsConfig`` overrides.
+ARS_VARIANTS: dict[str, dict] = {
+    "none": {"ars": None},
+    "cca": {"ars": "cca"},
+    "reactivation": {"ars": "reactivation"},
+    "both": {"ars": "both"},
+    "both, Eq. (3)": {"ars": "both", "reactivation_variant": "eq3"},
+    "official": {"ars": "both", "recipe": "official"},
+}

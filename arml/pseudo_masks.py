@@ -274,14 +274,16 @@ def generate_pseudo_masks(
         "data_root": str(root),
         "data": data_record(root, {"train": root / "train"}),
     }
-    if overwrite or not _up_to_date(folder, manifest):  # a finished folder's images were checked then
+    fresh = overwrite or not _up_to_date(folder, manifest)
+    if fresh:  # a finished folder's images were checked then
         truth = root / "train_gt"  # the synthetic data's pixel truth, to score the masks: checked as well
         validate_inputs(root, stage1.dataset, ("train",), truth if truth.is_dir() else None, progress)
     dataset = TrainDataset(root, stage1.dataset)
     model = load_classifier(run_dir, device=str(dev))
     use_ars = config.resolve_use_ars(model)
     _prepare_folder(folder, manifest, overwrite)
-    write_json(folder / MANIFEST, {**manifest, "complete": False})
+    if fresh:  # a reused finished folder stays "complete" (another process may be reading it right now)
+        write_json(folder / MANIFEST, {**manifest, "complete": False})
 
     todo = [i for i, p in enumerate(dataset.files) if not (folder / p.name).exists()]
     started = time.perf_counter()

@@ -250,19 +250,27 @@ def build_models(config: SegConfig) -> list[nn.Module]:
     return models
 
 
+def make_optimizer(config: SegConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """One network's optimiser: SGD with momentum (the paper's, §3.2) or AdamW (``config.optimizer``).
+
+    The learning rate follows poly decay either way (:func:`arml.runtime.set_poly_lr`). AdamW is the ``cpu``
+    profile's choice: from random initialisation on 400 patches, SGD at lr 0.01 still gains after 32 epochs,
+    while AdamW at lr 1e-3 is at its plateau after 8 (docs/architecture.md, "Convergence")."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
 def build_networks(config: SegConfig, device: torch.device) -> Networks:
-    """The recipe's fresh networks (:func:`build_models`) on ``device``, one SGD each, the AMP scaler.
+    """The recipe's fresh networks (:func:`build_models`) on ``device``, one optimiser each (:func:`make_optimizer`), the AMP scaler.
 
     The networks are kept in ``channels_last`` memory format: convolutions run 1.2–1.5× faster that way
     on the CPU (``benchmarks/stage2_speed.py``) and on tensor-core GPUs; the numbers they compute are the
     same up to float rounding."""
     use_amp = training_amp(device, config.amp)
     models = [m.to(device, memory_format=torch.channels_last) for m in build_models(config)]
-    optimizers = [
-        torch.optim.SGD(
-            m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        for m in models
-    ]
+    optimizers = [make_optimizer(config, m) for m in models]
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and device.type == "cuda")  # bf16 needs none
     return Networks(create_recipe(config), models, optimizers, scaler, device, use_amp)

@@ -16,6 +16,7 @@ predictions on a labelled loader), :func:`train_classifier` (the run, built on b
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from arml import distributed
 from arml.datasets import TrainDataset
 from arml.evaluation import check_device, eval_mode
 from arml.models import Classifier, create_classifier
@@ -158,6 +160,8 @@ def train_transform(config: ClsConfig) -> v2.Compose:
         steps.append(v2.RandomVerticalFlip())
     if config.color_jitter:
         steps.append(v2.ColorJitter(brightness=config.color_jitter, contrast=config.color_jitter))
+    if not steps:  # v2.Compose refuses an empty list
+        return lambda image: (image,)
     compose = v2.Compose(steps)
     return lambda image: (compose(image),)
 
@@ -176,9 +180,12 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``loader`` in train mode: poly lr, multi-label soft-margin loss, one SGD step per batch.
 
+    Under several processes ``model`` is the :func:`arml.distributed.wrap`-ped classifier, whose logits are
+    the global batch's; the labels are gathered to match, so the loss is the global batch's mean.
+
     Args:
         model: the classifier (its ``ars_enabled`` is the caller's choice for this epoch).
-        loader: ``(images, labels, names)`` batches.
+        loader: ``(images, labels, names)`` batches (this process's share of each global batch).
         optimizer: SGD whose groups' ``initial_lr`` are the base rates (set on first use).
         step: global step of the first batch; ``max_steps``: of the whole run (default: this epoch's).
         poly_power: power of the poly decay.
@@ -194,14 +201,15 @@ def train_one_epoch(
     bar = tqdm(loader, desc=desc, disable=not progress)
     for images, labels, _ in bar:
         images, labels = images.to(device), labels.to(device)
+        labels = distributed.gather_rows(labels)  # the global batch's (several processes: arml.distributed)
         lr = set_poly_lr(optimizer, step, max_steps, poly_power)
         loss = F.multilabel_soft_margin_loss(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        total += loss.item() * images.shape[0]
-        seen += images.shape[0]
+        total += loss.item() * labels.shape[0]
+        seen += labels.shape[0]
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
     return {"loss": total / max(seen, 1), "step": step, "seconds": time.perf_counter() - started}
 
@@ -242,9 +250,27 @@ def evaluate(model: nn.Module, loader, device: str | torch.device = "cpu") -> di
     }
 
 
-def _train_loader(config: ClsConfig) -> tuple[DataLoader, torch.Generator]:
+def _train_loader(
+    config: ClsConfig, world: distributed.World = distributed.SINGLE
+) -> tuple[DataLoader, torch.Generator]:
     dataset = TrainDataset(config.data_root, config.dataset, transform=train_transform(config))
     generator = torch.Generator().manual_seed(config.seed)
+    if world.enabled:  # this process's share of the single-process run's global batches
+        sampler = distributed.GlobalBatchSampler(
+            len(dataset),
+            config.batch_size,
+            drop_last=len(dataset) > config.batch_size,
+            generator=generator,
+            world=world,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=config.num_workers,
+            generator=generator,
+            worker_init_fn=distributed.worker_init(world),
+        )
+        return loader, generator
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -256,14 +282,22 @@ def _train_loader(config: ClsConfig) -> tuple[DataLoader, torch.Generator]:
     return loader, generator
 
 
-def _resume(run: RunFolder, model: Classifier, optimizer, generator: torch.Generator) -> dict:
-    """``last.pt``'s progress, restored into the model, the optimiser and every RNG; or a fresh start's."""
+def _resume(
+    run: RunFolder,
+    model: Classifier,
+    optimizer,
+    generator: torch.Generator,
+    world: distributed.World = distributed.SINGLE,
+) -> dict:
+    """``last.pt``'s progress, restored into the model, the optimiser and every RNG (this process's own,
+    under several); or a fresh start's."""
     state = run.load_last()
     if state is None:
         return {"epoch": -1, "step": 0, "history": []}
+    distributed.check_resume(state, world, run.file("last.pt"))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"], generator)
+    set_rng_state(state["rank_rng"][world.rank] if world.enabled else state["rng"], generator)
     return state
 
 
@@ -309,23 +343,37 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
         data=data_of(config),
     )
     if run.finished:
-        run.refresh()  # the data may have moved: later calls (pseudo masks) read the root from config.json
+        if distributed.detect().is_main:
+            run.refresh()  # the data may have moved: later calls (pseudo masks) read the root from config.json
         return load_classifier(out)
     validate_inputs(config.data_root, config.dataset, progress=config.progress)
-    device = check_device(config.device)
+    with distributed.session(config.device, check_device) as (world, device):
+        return _train(run, config, world, device)
+
+
+def _train(run: RunFolder, config: ClsConfig, world: distributed.World, device: torch.device) -> Classifier:
+    """The epochs of :func:`train_classifier`; under several processes rank 0 alone writes."""
     seed_everything(config.seed)
-    model = config.build_model().to(device)
-    loader, generator = _train_loader(config)
+    model = config.build_model()
+    if world.enabled:
+        distributed.sync_batchnorm(model, device)
+        distributed.seed_process(config.seed, world)
+    model = model.to(device)
+    loader, generator = _train_loader(config, world)
     optimizer = torch.optim.SGD(
         model.param_groups(config.lr, config.weight_decay), lr=config.lr, momentum=config.sgd_momentum
     )
-    run.start()
-    state = _resume(run, model, optimizer, generator)
+    if world.is_main:
+        run.start()
+    distributed.barrier()
+    state = _resume(run, model, optimizer, generator, world)
     step, history = state["step"], state["history"]
+    # ARS is off before first_ars_epoch: its parameters are then unused, which DDP must be told
+    net = distributed.wrap(model, device, config.first_ars_epoch > 0) if world.enabled else model
     for epoch in range(state["epoch"] + 1, config.epochs):
         model.ars_enabled = model.ars.parts is not None and epoch >= config.first_ars_epoch
         result = train_one_epoch(
-            model,
+            net,
             loader,
             optimizer,
             step=step,
@@ -333,24 +381,36 @@ def train_classifier(config: ClsConfig, out: str | Path, resume: bool = True) ->
             poly_power=config.poly_power,
             device=device,
             desc=f"stage 1 epoch {epoch + 1}/{config.epochs}",
-            progress=config.progress,
+            progress=config.progress and world.is_main,
         )
         step = result["step"]
+        if not math.isfinite(result["loss"]):  # never save (and make pseudo masks from) a diverged classifier
+            raise FloatingPointError(
+                f"stage 1 diverged: the mean loss of epoch {epoch + 1} is {result['loss']} (lower --lr, or check "
+                "the --pretrained weights); nothing of this epoch was saved"
+            )
         history.append(
             {"epoch": epoch, "loss": result["loss"], "seconds": result["seconds"], "ars": model.ars_enabled}
         )
-        run.save_last(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "history": history,
-                "rng": rng_state(generator),
-            }
-        )
-        run.write_json("history.json", {"history": history})
-    return _finish(run, model, config)
+        last = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "rng": rng_state(generator),
+        }
+        if world.enabled:  # every process's random states, so that each resumes its own streams
+            last.update(world_size=world.size, rank_rng=distributed.gather_objects(last["rng"], world))
+        if world.is_main:
+            run.save_last(last)
+            run.write_json("history.json", {"history": history, **distributed.record(world)})
+    if not world.enabled:
+        return _finish(run, model, config)
+    if world.is_main:
+        _finish(run, model, config)
+    distributed.barrier()
+    return load_classifier(run.path)
 
 
 def load_classifier(run_dir: str | Path, device: str = "cpu") -> Classifier:

@@ -2,8 +2,8 @@
 
 Three peers F_a, F_b, F_c of the same architecture but different initialisations see the same augmented
 batch. Each is trained with Eq. (9), ``(1 − λ)·L_swv + λ·L_st``, where the other two vote in SWV (Eq. 4) and
-act as detached teachers in SRM (Eq. 5–8); every peer has its own SGD optimiser (lr 5e-3, momentum 0.9,
-weight decay 5e-4, poly decay 0.9 per iteration). The pseudo-mask value 4 (background / excluded) is mapped
+act as detached teachers in SRM (Eq. 5–8); every peer has its own optimiser (the paper's SGD: lr 5e-3,
+momentum 0.9, weight decay 5e-4, poly decay 0.9 per iteration; ``optimizer="adamw"`` in the ``cpu`` profile). The pseudo-mask value 4 (background / excluded) is mapped
 to the ignore label 255 for the losses. F_a's validation mIoU picks the best epoch (strictly better wins, as
 in the released code) and the test split is scored with that checkpoint for F_a (the paper's model), each
 peer, and the ensemble (mean of the peers' softmax probabilities): :mod:`arml.evaluation`.
@@ -34,6 +34,7 @@ the Eq. 9 ``loss``, its ``supervised`` and ``relation`` terms) and ``metrics.jso
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from arml import distributed
 from arml.datasets import BACKGROUND, IGNORE_INDEX, MaskedDataset, TrainDataset, in_memory
 from arml.evaluation import check_device, evaluate_models, score_split
 from arml.losses import RELATION_LOSSES
@@ -110,9 +112,15 @@ class SegConfig(Config):
     temperature: float = option(1.0, "temperature of the kl relation")
     epochs: int = option(10, "training epochs (paper: 10)")
     batch_size: int = option(20, "images per batch (paper: 20)")
-    lr: float = option(5e-3, "SGD learning rate (paper: 5e-3)")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "SGD weight decay")
+    optimizer: str = option(
+        "sgd",
+        "per-peer optimiser: sgd (paper; uses momentum) or adamw (decoupled weight decay; the cpu profile, "
+        "which trains from random initialisation and reaches its plateau in fewer steps)",
+        choices=("sgd", "adamw"),
+    )
+    lr: float = option(5e-3, "peak learning rate under poly decay (paper: 5e-3 with SGD)")
+    momentum: float = option(0.9, "SGD momentum (unused by adamw)")
+    weight_decay: float = option(5e-4, "weight decay (paper: 5e-4 with SGD)")
     poly_power: float = option(0.9, "power of the poly decay per iteration")
     hflip: bool = option(True, "random horizontal flip of image and mask (p = 0.5)")
     blur: bool = option(True, "Gaussian blur of the image, p = 0.5, sigma ~ U(0, 1)")
@@ -271,6 +279,7 @@ def augment(
     generator: torch.Generator,
     hflip: bool = True,
     blur: bool = True,
+    span: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The released code's stage-2 augmentation, per image (docs/paper_vs_code.md §4.5).
 
@@ -283,14 +292,19 @@ def augment(
         masks: ``B×H×W`` int64.
         generator: source of the random draws; its state is part of the checkpoint.
         hflip, blur: switch each transform.
+        span: ``(offset, total)``: the images are rows ``offset…`` of a global batch of ``total`` split over
+            processes (:func:`arml.distributed.batch_span`); the draws are the global batch's, so each image
+            gets the numbers it gets in a single-process run. None: the images are the whole batch.
 
     Returns:
         New ``(images, masks)``; the inputs are not modified.
     """
     b = images.shape[0]
-    flip = torch.rand(b, generator=generator) < 0.5
-    blurred = torch.rand(b, generator=generator) < 0.5
-    sigma = torch.rand(b, generator=generator)
+    offset, total = (0, b) if span is None else span
+    rows = slice(offset, offset + b)
+    flip = (torch.rand(total, generator=generator) < 0.5)[rows]
+    blurred = (torch.rand(total, generator=generator) < 0.5)[rows]
+    sigma = torch.rand(total, generator=generator)[rows]
     images, masks = images.clone(), masks.clone()
     for i in range(b):
         if hflip and flip[i]:
@@ -314,6 +328,9 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``loader``: augment, map the background to the ignore label, poly lr, :func:`train_step`.
 
+    Under several processes ``nets`` holds the :func:`arml.distributed.wrap`-ped networks: the augmentation
+    draws, the target and the logits are the global batch's, so the losses are the single-process ones.
+
     Returns:
         ``{"loss", "supervised", "relation", "voter_agreement"}`` (network name → mean per image; relation
         None without one, agreement None for a single network: :meth:`arml.recipes.Networks.step`),
@@ -324,16 +341,18 @@ def train_one_epoch(
     for m in nets.models:
         m.train()
     totals, seen, lr = np.zeros((len(nets.models), 4)), 0, 0.0
-    bar = tqdm(loader, desc=desc, disable=not config.progress)
+    distributed_run = isinstance(nets.models[0], distributed.GatherRows)
+    bar = tqdm(loader, desc=desc, disable=not config.progress or not distributed.detect().is_main)
     for images, masks, _ in bar:
         images, masks = images.to(nets.device, non_blocking=True), masks.to(nets.device, non_blocking=True)
-        images, masks = augment(images, masks, aug_generator, config.hflip, config.blur)
-        target = masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX)
+        span = distributed.batch_span(images.shape[0], nets.device)[:2] if distributed_run else None
+        images, masks = augment(images, masks, aug_generator, config.hflip, config.blur, span)
+        target = distributed.gather_rows(masks.masked_fill(masks == BACKGROUND, IGNORE_INDEX))
         for opt in nets.optimizers:
             lr = set_poly_lr(opt, step, max_steps, config.poly_power)
-        totals += np.array(nets.step(images, target, config.loss_options())) * images.shape[0]
+        totals += np.array(nets.step(images, target, config.loss_options())) * target.shape[0]
         step += 1
-        seen += images.shape[0]
+        seen += target.shape[0]
         bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in totals[:, 0] / seen), lr=f"{lr:.1e}")
     means = totals / max(seen, 1)
     terms = {
@@ -347,7 +366,12 @@ def train_one_epoch(
     return {**terms, "lr": lr, "step": step, "train_seconds": time.perf_counter() - started}
 
 
-def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Generator):
+def _make_loaders(
+    config: SegConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    world: distributed.World = distributed.SINGLE,
+):
     root = Path(config.data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} does not exist (--data)")
@@ -356,15 +380,28 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
     # L_st needs at least two images per batch: drop a final batch of one (the released code would NaN).
     drop_last = config.relation == "st" and len(train_set) % config.batch_size == 1
     pin = device.type == "cuda"
-    train = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=drop_last,
-        generator=generator,
-        num_workers=config.num_workers,
-        pin_memory=pin,
-    )
+    if world.enabled:  # this process's share of the single-process run's global batches
+        sampler = distributed.GlobalBatchSampler(
+            len(train_set), config.batch_size, drop_last=drop_last, generator=generator, world=world
+        )
+        train = DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            generator=generator,
+            num_workers=config.num_workers,
+            pin_memory=pin,
+            worker_init_fn=distributed.worker_init(world),
+        )
+    else:
+        train = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=drop_last,
+            generator=generator,
+            num_workers=config.num_workers,
+            pin_memory=pin,
+        )
     if len(train) == 0:
         raise ValueError(
             f"{len(train_set)} training image(s) do not make one batch of at least 2 for relation='st' "
@@ -379,26 +416,49 @@ def _make_loaders(config: SegConfig, device: torch.device, generator: torch.Gene
     return train, val
 
 
-def _resume(run: RunFolder, nets: Networks, aug_generator: torch.Generator, loader_generator) -> dict:
-    """The progress to continue from: ``last.pt``'s, restored into ``nets`` and the generators, or a fresh one."""
+def _resume(
+    run: RunFolder,
+    nets: Networks,
+    aug_generator: torch.Generator,
+    loader_generator,
+    world: distributed.World = distributed.SINGLE,
+) -> dict:
+    """The progress to continue from: ``last.pt``'s, restored into ``nets`` and the generators (and this
+    process's own random states, under several), or a fresh one."""
     state = run.load_last()
     if state is None:
         return {"epoch": -1, "step": 0, "history": [], "best_score": -math.inf, "best_epoch": None}
+    distributed.check_resume(state, world, run.file("last.pt"))
     if state["best_epoch"] is not None and not run.file("best.pt").is_file():
         raise FileNotFoundError(f"{run.file('last.pt')} refers to {run.file('best.pt')}, which is missing")
     nets.load_state_dict(state)
     aug_generator.set_state(state["aug_rng"])
-    set_rng_state(state["rng"], loader_generator)
+    set_rng_state(state["rank_rng"][world.rank] if world.enabled else state["rng"], loader_generator)
     return {k: state[k] for k in ("epoch", "step", "history", "best_score", "best_epoch")}
 
 
-def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generators, probe=None) -> None:
+def _run_epoch(
+    run,
+    nets,
+    config,
+    epoch: int,
+    progress: dict,
+    loaders,
+    generators,
+    probe=None,
+    train_nets=None,
+    world=None,
+) -> None:
     """Train one epoch, score F_a on the validation split (and the training probe,
-    :mod:`arml.train_probe`), keep the best checkpoint, write ``last.pt``."""
+    :mod:`arml.train_probe`), keep the best checkpoint, write ``last.pt``.
+
+    Under several processes ``train_nets`` holds the wrapped networks that train (``nets`` the plain ones,
+    which score and are saved); rank 0 alone scores and writes, the others wait for it."""
     (train_loader, val_loader), (aug_generator, loader_generator) = loaders, generators
+    world = world or distributed.SINGLE
     started = time.perf_counter()
     result = train_one_epoch(
-        nets,
+        train_nets or nets,
         train_loader,
         aug_generator,
         config,
@@ -406,6 +466,26 @@ def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generator
         max_steps=config.epochs * len(train_loader),
         desc=f"stage 2 epoch {epoch + 1}/{config.epochs}",
     )
+    if world.is_main:
+        _score_epoch(run, nets, config, epoch, progress, result, val_loader, probe, started)
+    else:
+        progress.update(epoch=epoch, step=result["step"])
+    rng = rng_state(loader_generator)  # after scoring: the validation loader draws from the torch RNG
+    extra = {}
+    if world.enabled:  # every process's random states, so that each resumes its own streams
+        extra = {"world_size": world.size, "rank_rng": distributed.gather_objects(rng, world)}
+    if world.is_main:
+        run.save_last(
+            {**nets.state_dict(), **progress, "aug_rng": aug_generator.get_state(), "rng": rng, **extra}
+        )
+        run.write_json("history.json", {"history": progress["history"], **distributed.record(world)})
+    distributed.barrier()
+
+
+def _score_epoch(
+    run, nets, config, epoch: int, progress: dict, result: dict, val_loader, probe, started
+) -> None:
+    """F_a's validation score and the probe into ``progress["history"]``; ``best.pt`` when F_a improved."""
     val = evaluate_models(
         nets.models[:1], val_loader, nets.device, nets.use_amp, config.progress, f"val {epoch + 1}"
     )
@@ -427,18 +507,16 @@ def _run_epoch(run, nets, config, epoch: int, progress: dict, loaders, generator
     if progress["best_epoch"] is None or score > progress["best_score"]:
         progress.update(best_score=score, best_epoch=epoch)
         run.save_best({"models": nets.weights(), "epoch": epoch, "val_miou": val["miou"]})
-    run.save_last(
-        {
-            **nets.state_dict(),
-            **progress,
-            "aug_rng": aug_generator.get_state(),
-            "rng": rng_state(loader_generator),
-        }
-    )
-    run.write_json("history.json", {"history": progress["history"]})
 
 
-def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict], probe=None) -> dict:
+def _test(
+    run: RunFolder,
+    nets: Networks,
+    config: SegConfig,
+    history: list[dict],
+    probe=None,
+    world: distributed.World = distributed.SINGLE,
+) -> dict:
     """Score the best checkpoint's networks and their ensemble on the test split (and the training probe);
     write ``metrics.json``."""
     best = run.load_best()
@@ -460,6 +538,7 @@ def _test(run: RunFolder, nets: Networks, config: SegConfig, history: list[dict]
         split="test",
         dataset=config.dataset,
         data_root=config.data_root,
+        **distributed.record(world),
     )
     run.write_json(FINISHED, metrics)
     return to_jsonable(metrics)
@@ -493,23 +572,43 @@ def train_segmenter(config: SegConfig, out: str | Path, resume: bool = True) -> 
         raise TypeError(f"config must be a SegConfig, got {type(config).__name__}")
     run = RunFolder(out, config, stage="stage 2", finished=FINISHED, resume=resume, data=data_of(config))
     if run.finished:
-        run.refresh()  # the data may have moved: evaluate reads the root from config.json
+        if distributed.detect().is_main:
+            run.refresh()  # the data may have moved: evaluate reads the root from config.json
         return {**run.read_json(FINISHED), "data_root": config.data_root}
     validate_inputs(
         config.data_root, config.dataset, masks_dir=resolve_mask_dir(config), progress=config.progress
     )
-    device = check_device(config.device)
+    with distributed.session(config.device, check_device) as (world, device):
+        return _train(run, config, world, device)
+
+
+def _train(run: RunFolder, config: SegConfig, world: distributed.World, device: torch.device) -> dict:
+    """The epochs and the test of :func:`train_segmenter`. Under several processes (:mod:`arml.distributed`)
+    every peer gets synchronised BatchNorms and its own DDP wrapper; rank 0 alone scores the validation and
+    test splits and the probe and writes; every process returns rank 0's metrics."""
     seed_everything(config.seed)
     loader_generator = torch.Generator().manual_seed(config.seed)
     generators = (torch.Generator().manual_seed(config.seed + 1_000_003), loader_generator)
-    loaders = _make_loaders(config, device, loader_generator)
-    probe = load_probe(config.data_root, config.dataset, resolve_mask_dir(config), config.probe_images)
+    loaders = _make_loaders(config, device, loader_generator, world)
+    probe = None
+    if world.is_main:
+        probe = load_probe(config.data_root, config.dataset, resolve_mask_dir(config), config.probe_images)
     nets = build_networks(config, device)
-    run.start()
-    progress = _resume(run, nets, *generators)
+    if world.enabled:
+        for model in nets.models:
+            distributed.sync_batchnorm(model, device)
+        distributed.seed_process(config.seed, world)
+    if world.is_main:
+        run.start()
+    distributed.barrier()
+    progress = _resume(run, nets, *generators, world)
+    train_nets = None
+    if world.enabled:  # one DDP wrapper per peer: each keeps its own optimiser
+        train_nets = dataclasses.replace(nets, models=[distributed.wrap(m, device) for m in nets.models])
     for epoch in range(progress["epoch"] + 1, config.epochs):
-        _run_epoch(run, nets, config, epoch, progress, loaders, generators, probe)
-    return _test(run, nets, config, progress["history"], probe)
+        _run_epoch(run, nets, config, epoch, progress, loaders, generators, probe, train_nets, world)
+    metrics = _test(run, nets, config, progress["history"], probe, world) if world.is_main else None
+    return distributed.broadcast(metrics, world)
 
 
 def load_history(run_dir: str | Path) -> list[dict]:

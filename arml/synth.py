@@ -132,6 +132,8 @@ SYNTH_PROFILES: dict[str, SynthConfig] = {
     "cpu": SynthConfig(n_train=400, n_val=80, n_test=120),  # sized for the 20-min CPU main job
     "paper": SynthConfig(size=224, n_train=2000, n_val=300, n_test=300, microns_per_pixel=1.0),
 }
+# the paper data at a handful of patches, for the paper-smoke profile (arml.profiles)
+SYNTH_PROFILES["paper-smoke"] = replace(SYNTH_PROFILES["paper"], n_train=8, n_val=4, n_test=4)
 
 
 def patch_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -205,7 +207,7 @@ def generate_dataset(
 
     Args:
         out: dataset root to create.
-        profile: ``"quick"``, ``"cpu"``, ``"paper"`` (:data:`SYNTH_PROFILES`) or a :class:`SynthConfig`.
+        profile: ``"quick"``, ``"cpu"``, ``"paper"``, ``"paper-smoke"`` (:data:`SYNTH_PROFILES`) or a :class:`SynthConfig`.
         seed: non-negative int.
         dataset: ``"luad"`` or ``"bcss"`` naming and class order.
         workers: processes (default ``os.cpu_count()``; 0 or 1 runs in this process).

@@ -201,3 +201,15 @@ def test_ars_bad_arguments():
     with pytest.raises(ValueError, match="needs reactivation_variant='code'"):
         ARS(16, recipe="official", reactivation_variant="eq3")
     assert ARS(16, parts="cca", recipe="official", reactivation_variant="eq3").reactivation is None
+
+
+def test_reactivation_gate_stays_finite_on_huge_features():
+    # λ·e^{−λx} overflows to inf for x of a few hundred below zero; the clamped exponent keeps the gate finite
+    for variant in ("code", "eq3"):
+        react = Reactivation(8, variant=variant)
+        huge = torch.full((1, 8, 4, 4), -1e4)
+        assert torch.isfinite(react._exp_gate(huge)).all(), variant
+        x = torch.randn(1, 8, 4, 4) * 5  # ordinary features: exactly the unclamped gate
+        lam = react.lam if variant == "code" else 1.0
+        expected = lam * torch.exp(-lam * x) if variant == "code" else torch.exp(-x)
+        torch.testing.assert_close(react._exp_gate(x), expected, rtol=0, atol=0)

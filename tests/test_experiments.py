@@ -47,7 +47,7 @@ def test_mean_std_and_ttest():
 
 
 def test_profiles_and_env_override(monkeypatch):
-    assert set(PROFILES) == {"quick", "cpu", "paper"}
+    assert set(PROFILES) == {"quick", "cpu", "paper", "paper-smoke"}
     assert get_profile("paper").cls["backbone"] == "resnet38d"
     monkeypatch.setenv("ARML_PROFILE", "quick")
     assert get_profile().name == "quick"
@@ -77,6 +77,7 @@ def test_select_notebooks():
 def test_strip_noise_and_summary(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["papermill"] = {"duration": 1.0}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     cell = nbformat.v4.new_code_cell("1")
     cell.metadata["execution"] = {"iopub.execute_input": "2026"}
     cell.metadata["papermill"] = {"duration": 0.1}
@@ -87,6 +88,8 @@ def test_strip_noise_and_summary(tmp_path):
     strip_noise(path)
     clean = nbformat.read(path, as_version=4)
     assert "papermill" not in clean.metadata and clean.cells[0].metadata == {"tags": ["parameters"]}
+    # JupyterLab writes language_info back on open: stripping it would make every notebook open modified
+    assert clean.metadata["language_info"] == {"name": "python", "version": "3.11.7"}
     (tmp_path / "01_cam_baselines.json").write_text(json.dumps({"headline": "gradcam 0.61"}))
     table = summary_table([NotebookRun("01_cam_baselines", True, 90.0, path)], tmp_path)
     assert "gradcam 0.61" in table and "1.5 min" in table

@@ -57,6 +57,8 @@ def _mious(results: dict) -> dict[str, float]:
     def walk(node, path):
         if isinstance(node, dict):
             for key, value in node.items():
+                if not path and str(key).startswith("paper_"):  # the paper's constants, not this run's scores
+                    continue
                 if key == "miou" and isinstance(value, (int, float)):
                     found["/".join(path) or "miou"] = float(value)
                 else:

@@ -11,6 +11,7 @@ from arml.paper import (
     TABLE2,
     TABLE3,
     TABLE4,
+    as_results,
     dice_from_iou,
     format_comparison,
     format_score,
@@ -226,3 +227,26 @@ def test_single_runs_print_without_a_spread():
     )
     assert "43.21" in comparison and "± 0.00" not in comparison and "67.00 ± 0.30" in comparison
     assert "single runs" not in format_summaries({"three": three}, metrics=(("miou", "mIoU"),))
+
+
+def test_as_results_writes_the_paper_in_the_units_of_our_results():
+    """One convention in every results file: a fraction under ``miou``, its std under ``miou_std``."""
+    assert as_results(TABLE3)["N/A"] == {
+        "miou": 0.6797,
+        "miou_std": 0.0028,
+        "mdice": 0.8067,
+        "mdice_std": 0.0022,
+    }
+    full = as_results(TABLE2)["full"]
+    assert (full["ars"], full["swv"], full["srm"]) == (True, True, True)
+    assert full["acc"] == 0.8563 and full["acc_std"] == 0.0017
+    assert full["iou"] == [0.792, 0.7383, 0.6025, 0.6896] and full["iou_std"][0] == 0.003
+    ours = summarize_seeds(
+        [{"F_a": {"miou": 0.5, "mdice": 0.6, "acc": 0.7, "fwiou": 0.6, "iou": [0.5], "dice": [0.6]}}]
+    )
+    for table in (TABLE2, TABLE3, TABLE4):
+        for row in as_results(table).values():
+            numbers = {k: v for k, v in row.items() if not isinstance(v, bool | list)}
+            assert set(numbers) <= set(ours), set(numbers) - set(ours)  # the keys of our summaries
+            assert all(0 < v < 1 for v in numbers.values())
+    assert TABLE3["N/A"]["miou"] == (67.97, 0.28)  # the constants keep the paper's print

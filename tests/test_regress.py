@@ -76,3 +76,13 @@ def test_missing_file_or_number_fails_and_main_exit_codes(tmp_path, capsys):
     assert regress.main([str(tmp_path / "ref")]) == 2
     with pytest.raises(FileNotFoundError, match="no reference results"):
         regress.compare(tmp_path / "empty", tmp_path / "new")
+
+
+def test_the_papers_tables_are_not_results_of_the_run(tmp_path):
+    paper = {"paper_table2": {"full": {"miou": 0.7056, "miou_std": 0.0019, "n_seeds": 3}}}
+    _write(tmp_path / "ref", "06_final_benchmark", _final(extra=paper))
+    _write(tmp_path / "new", "06_final_benchmark", _final())  # an older run without the paper's table
+    report = regress.compare(tmp_path / "ref", tmp_path / "new")
+    assert report["failures"] == [] and report["checked"]["band"] == 2 * (1 + 3)
+    assert regress._kind("06_final_benchmark", ("paper_table2", "full", "miou")) == "skip"
+    assert regress._kind("06_final_benchmark", ("ablation", "full", "miou")) == "band"

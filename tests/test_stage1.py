@@ -253,3 +253,14 @@ def test_a_stage2_folder_is_not_a_stage1_run(tmp_path):
         ValueError, match=r"is a stage 2 run folder \(it holds metrics.json\); expected a stage-1"
     ):
         load_config(tmp_path)
+
+
+def test_a_diverged_epoch_stops_the_run_before_anything_is_saved(quick_synth, tmp_path, monkeypatch):
+    import arml.stage1 as stage1
+
+    monkeypatch.setattr(
+        stage1, "train_one_epoch", lambda *a, **k: {"loss": float("nan"), "step": 1, "seconds": 0.0}
+    )
+    with pytest.raises(FloatingPointError, match="diverged.*epoch 1 is nan"):
+        train_classifier(_config(quick_synth), tmp_path / "run")
+    assert not (tmp_path / "run" / "classifier.pt").exists() and not (tmp_path / "run" / "last.pt").exists()

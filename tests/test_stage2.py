@@ -445,3 +445,21 @@ def test_pseudo_masks_made_from_other_training_images_are_refused(tiny_root):
         stage2.resolve_mask_dir(config)
     (folder / "manifest.json").unlink()  # masks from elsewhere (e.g. the released code's): taken as given
     assert stage2.resolve_mask_dir(config) == folder
+
+
+def test_make_optimizer_is_sgd_by_default_and_adamw_on_request():
+    net = torch.nn.Linear(3, 2)
+    sgd = recipes.make_optimizer(SegConfig("x", masks="m"), net)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (
+        sgd.defaults["lr"] == 5e-3
+        and sgd.defaults["momentum"] == 0.9
+        and sgd.defaults["weight_decay"] == 5e-4
+    )
+    adamw = recipes.make_optimizer(
+        SegConfig("x", masks="m", optimizer="adamw", lr=1e-3, weight_decay=1e-4), net
+    )
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.defaults["lr"] == 1e-3 and adamw.defaults["weight_decay"] == 1e-4
+    with pytest.raises(ValueError, match="optimizer"):
+        SegConfig("x", masks="m", optimizer="adam")

@@ -132,3 +132,10 @@ def test_scatter_plot_reports_rank_correlation():
         scatter_plot({"bad": (x, x[:3])}, "x", "y")
     with pytest.raises(ValueError, match="at least one series"):
         scatter_plot({}, "x", "y")
+
+
+def test_curves_plot_names_a_curve_hidden_under_an_earlier_one():
+    fig = curves_plot([1, 2], {"a": [1, 2], "b": [1, 2], "c": [2, 1]}, "x", "y")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b (= a)", "c"]
+    styles = {(line.get_marker(), line.get_linestyle()) for line in fig.axes[0].get_lines()}
+    assert len(styles) == 3  # each curve its own marker and line style, so none hides another

@@ -1,5 +1,7 @@
 """arml.viz.stage1 and arml.viz.pseudo: CAM grids, ARS and background-rule figures, pseudo-mask panels."""
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from arml.viz import (
     pseudo_mask_browser,
     pseudo_mask_panels,
 )
+from arml.viz.pseudo import BROWSER_HINT, WIDGET_VIEW
 
 
 def _examples(n=2, size=16):
@@ -62,13 +65,27 @@ def test_pseudo_mask_panels_and_browser():
     with pytest.raises(ValueError, match="same"):
         pseudo_mask_panels(images, cams, pseudo[:1], truth, labels)
     browser = pseudo_mask_browser(images, cams, pseudo, truth, labels)
-    slider, view = browser.children
+    slider, view = browser.widget.children
     first = view.value
-    assert slider.max == 1 and first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert slider.max == 1 and first[:8] == b"\x89PNG\r\n\x1a\n" and browser.first_png == first
     slider.value = 1
-    assert view.value != first
+    assert view.value != first and browser.first_png == first
     real = pseudo_mask_panels(images, cams, pseudo, None, labels)  # no train_gt: three panels
     assert len(real.axes) == 6
+
+
+def test_pseudo_mask_browser_shows_a_static_figure_and_a_hint_without_a_kernel(monkeypatch):
+    images, cams, pseudo, truth, labels = _examples(n=3)
+    browser = pseudo_mask_browser(images, cams, pseudo, truth, labels)
+    static, live = browser.mimebundles()
+    assert base64.b64decode(static["image/png"]) == browser.first_png  # image 1's panels, always rendered
+    assert live["text/plain"] == BROWSER_HINT.format(n=3) and "image 1 of 3" in live["text/plain"]
+    assert "VBox(" not in live["text/plain"] and "run the cells above" in live["text/plain"]
+    assert live[WIDGET_VIEW]["model_id"] == browser.widget.model_id  # a live kernel still gets the widget
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append((obj, raw)))
+    browser._ipython_display_()
+    assert shown == [(static, True), (live, True)]
 
 
 def test_background_rule_figure_counts_removed_specks():

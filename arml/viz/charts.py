@@ -15,17 +15,41 @@ from matplotlib.figure import Figure
 from arml.analysis import mean_std, rank_correlation
 from arml.runtime import to_numpy
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_LINESTYLES = ("-", "--", "-.", ":")
+
 
 def curves_plot(
     x, series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str | None = None
 ) -> Figure:
-    """Plain line plot of several named series over the same ``x`` (markers on every point)."""
+    """Line plot of several named series over the same ``x``, each with its own marker and dash.
+
+    Series that coincide stay visible: every series has a distinct marker and line style, later series are
+    drawn thinner with smaller markers on top of earlier ones, and a series equal to an earlier one (within
+    1e-9) is labelled "(= <earlier name>)" in the legend.
+    """
     fig = Figure(figsize=(5.2, 3.4), layout="constrained")
     ax = fig.subplots()
-    for name, values in series.items():
+    drawn: dict[str, np.ndarray] = {}
+    for i, (name, values) in enumerate(series.items()):
         if len(values) != len(x):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(x)} x positions")
-        ax.plot(x, values, marker="o", label=name)
+        arr = np.asarray(values, dtype=float)
+        same = next(
+            (n for n, v in drawn.items() if np.allclose(arr, v, rtol=0, atol=1e-9, equal_nan=True)), None
+        )
+        ax.plot(
+            x,
+            arr,
+            marker=_MARKERS[i % len(_MARKERS)],
+            linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+            markersize=max(7.5 - 1.5 * i, 3.0),
+            linewidth=max(2.2 - 0.4 * i, 1.0),
+            markerfacecolor="none" if i % 2 else None,
+            label=name if same is None else f"{name} (= {same})",
+            zorder=2 + i,
+        )
+        drawn[name] = arr
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -79,6 +79,59 @@ def pseudo_mask_panels(
     return fig
 
 
+BROWSER_HINT = (
+    "Interactive: run the cells above to use the slider (the static figure above shows image 1 of {n})."
+)
+"""The one line a reader without a live kernel sees in place of :func:`pseudo_mask_browser`'s widget."""
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+class PseudoMaskBrowser:
+    """What :func:`pseudo_mask_browser` returns: the live widget plus what a reader without a kernel sees.
+
+    Displayed in a notebook (:meth:`_ipython_display_`) it emits two outputs, :meth:`mimebundles`:
+
+    1. a static PNG of the first image's panels (``image/png``), which every viewer renders (an untrusted
+       JupyterLab notebook, nbconvert's HTML, GitHub);
+    2. the widget view whose ``text/plain`` is :data:`BROWSER_HINT` instead of the widget's repr
+       (``VBox(children=(IntSlider(...``): a live, trusted JupyterLab renders the slider and image from the
+       ``application/vnd.jupyter.widget-view+json`` entry; anything else falls back to the one-line hint.
+
+    Attributes:
+        widget: the ``ipywidgets.VBox`` (``slider``, ``view``).
+        slider: ``ipywidgets.IntSlider`` over the image indices ``0..n-1``.
+        view: ``ipywidgets.Image`` holding the PNG of the selected image's panels.
+        first_png: PNG bytes of image 0's panels (the static copy).
+    """
+
+    def __init__(self, widget, first_png: bytes) -> None:
+        self.widget = widget
+        self.slider, self.view = widget.children
+        self.first_png = first_png
+
+    def mimebundles(self) -> list[dict[str, object]]:
+        """The two raw display bundles described in the class docstring, in display order."""
+        import base64
+
+        n = self.slider.max + 1
+        static = {
+            "image/png": base64.b64encode(self.first_png).decode("ascii"),
+            "text/plain": f"<static panels of image 1 of {n}>",
+        }
+        live = {
+            WIDGET_VIEW: self.widget._repr_mimebundle_()[WIDGET_VIEW],
+            "text/plain": BROWSER_HINT.format(n=n),
+        }
+        return [static, live]
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        for bundle in self.mimebundles():
+            display(bundle, raw=True)
+
+
 def pseudo_mask_browser(
     images: Sequence,
     cams: Sequence,
@@ -86,13 +139,15 @@ def pseudo_mask_browser(
     truth: Sequence | None,
     labels: Sequence,
     dataset: str = "luad",
-):
+) -> PseudoMaskBrowser:
     """An ipywidgets browser over :func:`pseudo_mask_panels` rows: a slider picks the image.
 
-    Returns an ``ipywidgets.VBox`` (slider + PNG image); display it in a notebook. The panel is rendered to
-    PNG bytes in an ``ipywidgets.Image`` rather than captured in an ``Output`` widget, so executing the
-    cell headless (papermill, nbclient) sends no captured output and cannot stall on it. Headless runs keep
-    only the first image, so notebooks also draw a static :func:`pseudo_mask_panels` figure.
+    Returns a :class:`PseudoMaskBrowser`; make it the last expression of a cell. A live kernel shows the
+    slider and a PNG ``ipywidgets.Image`` of the selected row; a notebook read without one (untrusted in
+    JupyterLab, rendered to HTML, or executed headless) shows a static PNG of the first row and the one-line
+    :data:`BROWSER_HINT` rather than the widget's text repr. The panel is rendered to PNG bytes rather than
+    captured in an ``Output`` widget, so executing the cell headless (papermill, nbclient) sends no captured
+    output and cannot stall on it.
     """
     import io
 
@@ -102,17 +157,19 @@ def pseudo_mask_browser(
     slider = widgets.IntSlider(value=0, min=0, max=n - 1, description="image", continuous_update=False)
     view = widgets.Image(format="png")
 
-    def draw(change=None) -> None:
-        i = slider.value
+    def render(i: int) -> bytes:
         gt = None if truth is None else [truth[i]]
         fig = pseudo_mask_panels([images[i]], [cams[i]], [pseudo[i]], gt, [labels[i]], dataset)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
-        view.value = buffer.getvalue()
+        return buffer.getvalue()
+
+    def draw(change=None) -> None:
+        view.value = render(slider.value)
 
     slider.observe(draw, names="value")
     draw()
-    return widgets.VBox([slider, view])
+    return PseudoMaskBrowser(widgets.VBox([slider, view]), first_png=view.value)
 
 
 def confusion_heatmaps(

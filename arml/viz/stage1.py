@@ -1,9 +1,9 @@
 """Figures of stage 1 (notebooks 01–02): class activation maps, the ARS module and the background rule.
 
 Stage 1 trains a classifier on image-level labels, reads one CAM per class off it (Grad-CAM) and, with ARS,
-relocates activation through criss-cross attention (Eq. 1–2) and reactivation (Eq. 3). A CAM is drawn here
-min-max scaled to [0, 1] per map: that is a display choice; the pseudo masks use the normalisation of
-:func:`arml.cams.normalize_cams`.
+relocates activation through criss-cross attention (Eq. 1–2) and reactivation (Eq. 3). :func:`cam_grid` draws
+the maps with the pseudo masks' normalisation (:func:`arml.cams.normalize_cams`, ``"global"`` by default) and
+says which one in its colour bar.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from arml.analysis import background_rule_steps
+from arml.cams import normalize_cams
 from arml.datasets import CLASS_NAMES
+from arml.options import CAM_NORMALIZATIONS, check_choice
 from arml.runtime import to_numpy
 from arml.viz.base import label_text, mask_to_rgb, palette, palette_legend, to_uint8_image
 
@@ -37,13 +40,15 @@ def cam_grid(
     overlay: bool = True,
     cell: float = 1.3,
     dpi: int = 80,
+    normalization: str = "global",
 ) -> Figure:
     """Per-class CAM heatmaps over their images: one row per entry, columns image (+ mask) + one per class.
 
-    Each map is min-max scaled to [0, 1] on its own (display only; pseudo masks use the normalisation of
-    :func:`arml.cams.normalize_cams`). Classes absent from the image-level label are drawn faded and titled
-    "absent", since label gating zeroes them before the argmax. Pass the same image several times with
-    different methods' maps and ``row_titles`` to compare methods.
+    The maps are scaled to [0, 1] by :func:`arml.cams.normalize_cams` with ``normalization``: ``"global"`` (the
+    default, as the pseudo masks: one min-max over all classes of an entry, so a weak class stays dark beside
+    a strong one) or ``"per_class"`` (each map on its own, every map reaches 1). Classes absent from the
+    image-level label are drawn faded and titled "absent", since label gating zeroes them before the argmax.
+    Pass the same image several times with different methods' maps and ``row_titles`` to compare methods.
 
     Args:
         images: ``3×H×W`` floats in [0, 1] or ``H×W×3`` uint8.
@@ -58,10 +63,12 @@ def cam_grid(
             image is still in the first column).
         cell: panel size in inches.
         dpi: display resolution (the grid is image-heavy; 80 keeps notebooks small).
+        normalization: ``"global"`` or ``"per_class"``, named in the colour bar.
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
+    check_choice("normalization", normalization, CAM_NORMALIZATIONS)
     palette(dataset)
     names = CLASS_NAMES[dataset]
     n = len(images)
@@ -77,6 +84,7 @@ def cam_grid(
         maps = to_numpy(cams[i]).astype(np.float64)
         if maps.shape != (len(names), *image.shape[:2]):
             raise ValueError(f"cams[{i}] must be {len(names)}×H×W at image size, got {maps.shape}")
+        maps = normalize_cams(torch.from_numpy(maps)[None], normalization)[0].numpy()
         label = [1] * len(names) if labels is None else [int(v) for v in to_numpy(labels[i])]
         axes[i, 0].imshow(image, interpolation="nearest")
         text = row_titles[i] if row_titles is not None else label_text(label, dataset)
@@ -88,7 +96,7 @@ def cam_grid(
             if overlay:
                 ax.imshow(image, interpolation="nearest")
             ax.imshow(
-                _unit(maps[k]),
+                maps[k],
                 cmap="jet",
                 vmin=0,
                 vmax=1,
@@ -107,7 +115,8 @@ def cam_grid(
         ax.set_xticks([])
         ax.set_yticks([])
     scale = ScalarMappable(Normalize(0, 1), cmap="jet")
-    fig.colorbar(scale, ax=axes, shrink=0.6, label="CAM (min-max per map)")
+    scaled = "over all classes of an image, as the pseudo masks" if normalization == "global" else "per map"
+    fig.colorbar(scale, ax=axes, shrink=0.6, label=f"CAM, min-max {scaled}")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
