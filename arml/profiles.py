@@ -77,8 +77,9 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         cls={"backbone": "resnet10t", "feature_level": 3, "epochs": 6, "batch_size": 32, "lr": 0.05},
         # AdamW, 8 epochs (200 steps): from random initialisation SGD (lr 0.01) still gains from 16 to 32
-        # epochs, AdamW (lr 1e-3) is at its plateau after 8 (docs/architecture.md, "Convergence"); notebook 06
-        # re-checks it on every run with twice the epochs. The training probe reads 160 of the 400 patches.
+        # epochs, AdamW (lr 1e-3) was flat from 8 to 16 on seeds 0 and 1 (docs/architecture.md,
+        # "Convergence"); notebook 06 re-checks it on every run over 3 seeds with twice the epochs. The
+        # training probe reads 160 of the 400 patches.
         seg={
             "encoder": "resnet10t",
             "epochs": 8,

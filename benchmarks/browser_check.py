@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", nargs="*", default=[], choices=["site", "lab", "live"], help="checks to leave out"
     )
     args = parser.parse_args(argv)
+    args.site, args.out = args.site.resolve(), args.out.resolve()  # file:// URIs need absolute paths
     if not Path(CHROMIUM).exists():
         print(f"FAIL  setup: {CHROMIUM} missing (apt-get install chromium)")
         return 1
