@@ -14,6 +14,7 @@ from arml.runtime import REPO_ROOT
 from arml.student import (
     ANSWER_STUB,
     STUB,
+    is_solution,
     main,
     solution_blocks,
     stub_cell,
@@ -192,3 +193,17 @@ def test_stub_fails_its_check_with_a_hint_and_the_solution_passes(stem, index, c
         assert out.startswith("✓" if verdict else "✗"), out
         if not verdict:
             assert "not implemented yet" in out
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_has_three_exercises_a_solution_and_ends_with_its_takeaways(path):
+    cells = json.loads(path.read_text())["cells"]
+    markdown = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    numbers = set(re.findall(rf"Exercise {path.stem[:2]}\.(\d+)", markdown))
+    assert len(numbers) >= 3, numbers
+    assert any(is_solution(c) for c in cells)
+    *_, heading, takeaways, idea = cells
+    assert "".join(heading["source"]).startswith("## Takeaways")
+    assert takeaways["cell_type"] == "code" and takeaways["outputs"]  # executed: sentences from the run
+    assert "".join(takeaways["source"]).startswith("# Takeaways, written from this run's numbers")
+    assert idea["cell_type"] == "markdown" and "idea to keep" in "".join(idea["source"])
