@@ -410,7 +410,12 @@ def _plan_commands(sub) -> None:
     run = sub.add_parser("run-plan", help="execute the plan with N worker processes, skipping cached runs")
     common(run)
     run.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 04,06")
-    run.add_argument("--workers", type=int, default=1, help="parallel runs (each cpu_count // N threads)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="steps at once, at most (on a CPU each keeps the notebooks' thread count)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run_plan)
 

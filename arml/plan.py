@@ -28,6 +28,7 @@ runs one job array per phase, each depending on the previous one (``docs/slurm_e
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -509,8 +510,49 @@ def is_cached(ex, step: Step) -> bool:
         return False
 
 
+@functools.cache
+def default_threads() -> int:
+    """Torch's intra-op thread count at this process's start (a notebook kernel's count), read once."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def notebook_threads(ex, step: Step) -> int | None:
+    """The torch threads the notebooks give ``step`` on the CPU; None on CUDA (GPU floats do not depend on them).
+
+    A notebook runs data, stage-1, pseudo-mask and noise steps in its kernel with torch's default count, and
+    trains a stage-2 grid in ``ex.workers`` processes of ``cpu_count // ex.workers`` threads each (in the
+    kernel, with the default, when ``ex.workers`` is 1; :func:`arml.experiments.train_runs`). Float sums are
+    split by thread, so a chaotic stage changes with the count: a plan computes the notebooks' numbers bit for
+    bit only with the same counts, whatever ``--workers`` it runs with.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if step.kind == "stage2" and ex.workers > 1:
+        return max(1, (os.cpu_count() or 1) // ex.workers)
+    return default_threads()
+
+
 def run_step(ex, step: Step) -> str:
-    """Run (or reuse) one step through the calls the notebooks make; returns what it made."""
+    """Run (or reuse) one step through the calls the notebooks make, with their thread count
+    (:func:`notebook_threads`); returns what it made."""
+    import torch
+
+    threads = notebook_threads(ex, step)
+    if threads is None:
+        return _run_step(ex, step)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_step(ex, step)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _run_step(ex, step: Step) -> str:
     if step.kind == "data":
         return str(ex.data_root)
     if step.kind == "stage1":
@@ -543,12 +585,14 @@ _EXPERIMENTS: dict[tuple, object] = {}
 
 
 def _init_worker(devices, threads: int) -> None:
-    """A worker's set-up: its own GPU (from the ``devices`` queue) or ``threads`` CPU threads."""
+    """A worker's set-up: its own GPU (from the ``devices`` queue) and ``threads`` CPU threads; on the CPU
+    (no ``devices``) :func:`run_step` sets each step's count itself."""
     import torch
 
+    default_threads()  # read before anything changes it
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def _worker_step(step_id: str, where: tuple) -> str:
@@ -559,10 +603,14 @@ def _worker_step(step_id: str, where: tuple) -> str:
 
 
 def run_plan(plan: Plan, workers: int = 1, runs=None, progress: bool = True, log=print) -> dict[str, int]:
-    """Execute ``plan`` phase by phase with ``workers`` processes, skipping finished steps.
+    """Execute ``plan`` phase by phase with up to ``workers`` processes, skipping finished steps.
 
-    With ``workers`` > 1 each step runs in a spawned process with ``cpu_count // workers`` torch threads, or
-    its own GPU when CUDA has at least ``workers`` devices; one worker runs in this process.
+    On the CPU every step runs with the notebooks' thread count (:func:`notebook_threads`), so a plan-driven
+    run computes the notebooks' numbers bit for bit; a phase runs ``min(workers, cpu_count // threads)``
+    steps at a time (in this process when that is 1). On the 2-core reference machine with the ``cpu``
+    profile: stage 1, pseudo masks and noise one at a time with 2 threads, stage 2 two at a time with one.
+    With CUDA each step runs in a spawned process with its own GPU when there are at least ``workers``
+    devices (``cpu_count // workers`` threads each); one worker runs in this process.
 
     Returns:
         ``{"ran": n, "cached": n}`` over all steps.
@@ -581,38 +629,48 @@ def run_plan(plan: Plan, workers: int = 1, runs=None, progress: bool = True, log
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    default_threads()  # torch's default, read before any step changes the count
     where = (plan.profile, plan.data, plan.dataset, str(runs or default_dir("runs")), False)
     ex = open_experiment(*where[:4], progress=progress)  # the data step, here: before workers read it
+    cuda = torch.cuda.is_available()
     totals = {"ran": 0, "cached": 0}
     for number, name in enumerate(PHASES):
         steps = plan.phase(number)
         todo = [s for s in steps if not _guarded(plan, s, lambda s=s: is_cached(ex, s))]
         totals["ran"] += len(todo)
         totals["cached"] += len(steps) - len(todo)
+        at_once = min(workers, len(todo))
+        threads = None if cuda or not todo else notebook_threads(ex, todo[0])
+        if threads is not None:
+            at_once = max(1, min(at_once, (os.cpu_count() or 1) // threads))
         if number == 0:
             log(f"phase 0: data in {ex.data_root}")
         elif steps:
-            log(f"phase {number}: {name}: {len(todo)} to run, {len(steps) - len(todo)} cached")
+            how = (
+                f"; {at_once} at a time, {threads} thread{'s' if threads != 1 else ''} each"
+                if threads
+                else ""
+            )
+            log(f"phase {number}: {name}: {len(todo)} to run, {len(steps) - len(todo)} cached{how}")
         if not todo:
             continue
         bar = tqdm(total=len(todo), desc=f"phase {number}: {name}", disable=not progress)
         try:
-            if workers == 1:
+            if at_once == 1:
                 for step in todo:
                     _guarded(plan, step, lambda s=step: run_step(ex, s))
                     bar.update()
                 continue
             context = multiprocessing.get_context("spawn")
-            gpus = torch.cuda.is_available() and torch.cuda.device_count() >= workers
+            gpus = cuda and torch.cuda.device_count() >= workers
             devices = context.Queue() if gpus else None
             for i in range(workers if gpus else 0):
                 devices.put(i)
-            threads = max(1, (os.cpu_count() or 1) // workers)
             with cf.ProcessPoolExecutor(
-                min(workers, len(todo)),
+                at_once,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(devices, threads),
+                initargs=(devices, max(1, (os.cpu_count() or 1) // workers)),
             ) as pool:
                 futures = {pool.submit(_worker_step, s.id, where): s for s in todo}
                 for future in cf.as_completed(futures):

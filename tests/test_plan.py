@@ -216,19 +216,93 @@ def test_run_step_before_its_input_names_the_missing_step(quick_copy, tmp_path, 
     ("workers", "overrides", "error"),
     [
         (1, OMEGA_SWEEP["N/A"], "FileNotFoundError"),  # trained in this process
-        (2, OMEGA_SWEEP["N/A"], "FileNotFoundError"),  # in a spawned worker
+        (2, OMEGA_SWEEP["N/A"], "FileNotFoundError"),  # in spawned workers (two steps, one thread each)
         (1, {"peers": 1}, "ValueError: SegConfig.peers=1"),  # a bad config, found before training
     ],
 )
-def test_run_plan_names_the_failed_step(quick_copy, tmp_path, workers, overrides, error):
-    bad = Step("stage2", tuple(sorted(overrides.items())), 0, "no-such-masks")
-    plan = Plan("quick", [Step("data"), bad], {}, str(quick_copy))
+def test_run_plan_names_the_failed_step(quick_copy, tmp_path, workers, overrides, error, monkeypatch):
+    # stage 2 as the notebooks run it with 2 workers on 2 cores: one thread each, so two steps at once
+    monkeypatch.setenv("ARML_WORKERS", str(workers))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    bad = [Step("stage2", tuple(sorted(overrides.items())), seed, "no-such-masks") for seed in range(workers)]
+    plan = Plan("quick", [Step("data"), *bad], {}, str(quick_copy))
     with pytest.raises(StepFailed) as failed:
         run_plan(plan, workers, runs=tmp_path / "runs", progress=False, log=lambda _: None)
     first, *rest = str(failed.value).splitlines()
-    assert first.startswith(f"step {bad.id} (phase 3: stage 2) failed: {error}")
-    assert rest == [f"rerun it alone: {plan.command(bad)}"]
+    step = next(s for s in bad if first.startswith(f"step {s.id} "))
+    assert first.startswith(f"step {step.id} (phase 3: stage 2) failed: {error}")
+    assert rest == [f"rerun it alone: {plan.command(step)}"]
     assert not list((tmp_path / "runs").glob("*/quick/stage2-*"))
+
+
+def test_steps_get_the_notebooks_thread_counts(quick_copy, tmp_path, monkeypatch):
+    """Stage 2 gets cpu_count // workers threads when the notebooks train it in workers, everything else (and
+    stage 2 without workers) torch's default: what a notebook kernel and arml.experiments.train_runs use."""
+    import torch
+
+    from arml.plan import default_threads, notebook_threads, open_experiment
+
+    if torch.cuda.is_available():
+        pytest.skip("thread counts are only set on the CPU")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    ex = open_experiment("quick", str(quick_copy), "luad", str(tmp_path / "runs"))
+    s1 = stage1(ars="both")
+    seg = Step("stage2", (), 0, pseudo_masks(s1, method="gradcam"))
+    for workers, expected in [("1", default_threads()), ("2", 4), ("3", 2), ("16", 1)]:
+        monkeypatch.setenv("ARML_WORKERS", workers)
+        assert notebook_threads(ex, seg) == expected
+        assert notebook_threads(ex, s1) == notebook_threads(ex, s1.source or s1) == default_threads()
+        assert notebook_threads(ex, noise("swap", 0.1)) == default_threads()
+
+
+@pytest.mark.slow
+def test_a_plan_computes_the_notebooks_numbers_bit_for_bit(quick_synth, tmp_path, monkeypatch):
+    """run-plan --workers 2 against the calls a notebook makes (stage 2 in 2 workers, as the cpu profile): the
+    same classifier weights, pseudo masks and stage-2 metrics. Before each step got the notebooks' thread
+    count, the plan trained stage 1 with cpu_count // workers threads and its floats differed."""
+    import shutil
+
+    from arml.experiments import Experiment
+
+    monkeypatch.setenv("ARML_WORKERS", "2")
+    grid = {key: NOISE_METHODS[key] for key in ("CE", "SWV+SRM")}  # one network; three peers
+    data = {side: shutil.copytree(quick_synth, tmp_path / side / "data") for side in ("plan", "notebook")}
+
+    s1 = stage1(ars="both")
+    pm = pseudo_masks(s1, method="gradcam")
+    seg = [Step("stage2", tuple(sorted(cfg.items())), seed, pm) for cfg in grid.values() for seed in (0, 1)]
+    plan = Plan("quick", [Step("data"), s1, pm, *seg], {}, str(data["plan"]))
+    run_plan(plan, workers=2, runs=tmp_path / "plan" / "runs", progress=False, log=lambda _: None)
+
+    ex = Experiment("quick", data["notebook"], runs=tmp_path / "notebook" / "runs", progress=False)
+    run = ex.classifier(0, ars="both")
+    masks = ex.pseudo_masks(run, method="gradcam")
+    scores = ex.segmenter_grid({key: (masks["name"], cfg) for key, cfg in grid.items()}, seeds=(0, 1))
+
+    def weights(side):
+        (folder,) = (tmp_path / side / "runs").glob("*/quick/stage1-*")
+        return json.loads((folder / "weights.json").read_text())
+
+    def masks_of(side):
+        (folder,) = (data[side] / "train_PM").glob("pm-*")
+        return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+    def metrics(side):
+        found = {}
+        for folder in (tmp_path / side / "runs").glob("*/quick/stage2-*"):
+            config = json.loads((folder / "config.json").read_text())
+            scores = json.loads((folder / "metrics.json").read_text())
+            for volatile in ("seconds_per_epoch", "data_root"):
+                scores.pop(volatile)
+            found[(config["peers"], config["seed"])] = scores
+        return found
+
+    assert weights("plan") == weights("notebook")
+    assert masks_of("plan") == masks_of("notebook") and len(masks_of("plan")) > 0
+    assert metrics("plan") == metrics("notebook") and len(metrics("plan")) == 4
+    assert sorted(s["F_a"]["miou"] for rows in scores.values() for s in rows) == sorted(
+        m["F_a"]["miou"] for m in metrics("plan").values()
+    )
 
 
 @pytest.mark.slow
